@@ -1,0 +1,123 @@
+using System.Runtime.InteropServices;
+
+namespace Kestrel.Transport.IoUring.Abi;
+
+/// <summary>
+/// The libc entry points this transport needs. io_uring's three syscalls have no libc wrapper, so they go through
+/// syscall(2); the rest are plain libc functions. Every call returns -errno on failure (never throws) so that callers
+/// decide what an error means.
+/// </summary>
+internal static unsafe partial class LinuxSyscalls
+{
+    private const string Libc = "libc";
+
+    // syscall(2) is variadic; on x86_64 and aarch64 Linux integer varargs travel in the same registers as fixed ones.
+    [LibraryImport(Libc, EntryPoint = "syscall", SetLastError = true)]
+    private static partial long Syscall(long number, long a1, long a2, long a3, long a4, long a5, long a6);
+
+    public static int IoUringSetup(uint entries, IoUringParams* p)
+        => Result(Syscall(SyscallNumbers.IoUringSetup, entries, (long)p, 0, 0, 0, 0));
+
+    public static int IoUringEnter(int fd, uint toSubmit, uint minComplete, EnterFlags flags, void* arg, nuint argSize)
+        => Result(Syscall(SyscallNumbers.IoUringEnter, fd, toSubmit, minComplete, (long)flags, (long)arg, (long)argSize));
+
+    public static int IoUringRegister(int fd, RegisterOpcode opcode, void* arg, uint count)
+        => Result(Syscall(SyscallNumbers.IoUringRegister, fd, (long)opcode, (long)arg, count, 0, 0));
+
+    [LibraryImport(Libc, EntryPoint = "mmap", SetLastError = true)]
+    private static partial nint MmapRaw(nint addr, nuint length, int prot, int flags, int fd, long offset);
+
+    /// <summary>mmap(2); returns null and sets <paramref name="errno"/> on failure.</summary>
+    public static void* Mmap(nuint length, int fd, ulong offset, out int errno)
+    {
+        const int ProtRead = 1, ProtWrite = 2, MapShared = 1, MapPopulate = 0x8000;
+        nint p = MmapRaw(0, length, ProtRead | ProtWrite, MapShared | MapPopulate, fd, (long)offset);
+        if (p == -1)
+        {
+            errno = Marshal.GetLastPInvokeError();
+            return null;
+        }
+        errno = 0;
+        return (void*)p;
+    }
+
+    [LibraryImport(Libc, EntryPoint = "munmap", SetLastError = true)]
+    public static partial int Munmap(void* addr, nuint length);
+
+    [LibraryImport(Libc, EntryPoint = "close", SetLastError = true)]
+    private static partial int CloseRaw(int fd);
+
+    public static int Close(int fd) => Result(CloseRaw(fd));
+
+    [LibraryImport(Libc, EntryPoint = "eventfd", SetLastError = true)]
+    private static partial int EventFdRaw(uint initval, int flags);
+
+    /// <summary>eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK).</summary>
+    public static int EventFd() => Result(EventFdRaw(0, 0x80000 | 0x800));
+
+    [LibraryImport(Libc, EntryPoint = "write", SetLastError = true)]
+    private static partial nint WriteRaw(int fd, void* buffer, nuint count);
+
+    public static int Write(int fd, void* buffer, nuint count) => Result(WriteRaw(fd, buffer, count));
+
+    [LibraryImport(Libc, EntryPoint = "read", SetLastError = true)]
+    private static partial nint ReadRaw(int fd, void* buffer, nuint count);
+
+    public static int Read(int fd, void* buffer, nuint count) => Result(ReadRaw(fd, buffer, count));
+
+    [LibraryImport(Libc, EntryPoint = "shutdown", SetLastError = true)]
+    private static partial int ShutdownRaw(int fd, int how);
+
+    public const int ShutRd = 0, ShutWr = 1, ShutRdWr = 2;
+
+    public static int Shutdown(int fd, int how) => Result(ShutdownRaw(fd, how));
+
+    [LibraryImport(Libc, EntryPoint = "setsockopt", SetLastError = true)]
+    private static partial int SetSockOptRaw(int fd, int level, int name, void* value, uint length);
+
+    public static int SetSockOpt(int fd, int level, int name, void* value, uint length)
+        => Result(SetSockOptRaw(fd, level, name, value, length));
+
+    [LibraryImport(Libc, EntryPoint = "getsockopt", SetLastError = true)]
+    private static partial int GetSockOptRaw(int fd, int level, int name, void* value, uint* length);
+
+    public static int GetSockOpt(int fd, int level, int name, void* value, uint* length)
+        => Result(GetSockOptRaw(fd, level, name, value, length));
+
+    [LibraryImport(Libc, EntryPoint = "getsockname", SetLastError = true)]
+    private static partial int GetSockNameRaw(int fd, byte* address, uint* length);
+
+    public static int GetSockName(int fd, byte* address, uint* length) => Result(GetSockNameRaw(fd, address, length));
+
+    [LibraryImport(Libc, EntryPoint = "getpeername", SetLastError = true)]
+    private static partial int GetPeerNameRaw(int fd, byte* address, uint* length);
+
+    public static int GetPeerName(int fd, byte* address, uint* length) => Result(GetPeerNameRaw(fd, address, length));
+
+    [LibraryImport(Libc, EntryPoint = "getrlimit", SetLastError = true)]
+    private static partial int GetRLimitRaw(int resource, RLimit* limit);
+
+    public const int RLimitNoFile = 7, RLimitMemLock = 8;
+
+    public static int GetRLimit(int resource, out RLimit limit)
+    {
+        RLimit l;
+        int r = Result(GetRLimitRaw(resource, &l));
+        limit = l;
+        return r;
+    }
+
+    [LibraryImport(Libc, EntryPoint = "setrlimit", SetLastError = true)]
+    private static partial int SetRLimitRaw(int resource, RLimit* limit);
+
+    public static int SetRLimit(int resource, RLimit limit) => Result(SetRLimitRaw(resource, &limit));
+
+    [StructLayout(LayoutKind.Sequential)]
+    public struct RLimit
+    {
+        public ulong Current;
+        public ulong Maximum;
+    }
+
+    private static int Result(long r) => r < 0 ? -Marshal.GetLastPInvokeError() : (int)r;
+}
