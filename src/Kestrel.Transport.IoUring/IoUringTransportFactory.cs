@@ -1,0 +1,220 @@
+using System.Diagnostics.Metrics;
+using System.Net;
+using System.Net.Sockets;
+using Kestrel.Transport.IoUring.Abi;
+using Kestrel.Transport.IoUring.Transport;
+using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Server.Kestrel.Transport.Sockets;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+
+namespace Kestrel.Transport.IoUring;
+
+/// <summary>
+/// Kestrel's entry point into the io_uring transport. On the first bind it decides, once, whether io_uring can serve
+/// (options, the off switch, a kernel probe, ring creation); if not, it logs one warning naming the reason and
+/// delegates every bind to Kestrel's Sockets transport (or fails start-up, as the options say). The rings and their
+/// threads live as long as this factory, which the host disposes on shutdown.
+/// </summary>
+public sealed class IoUringTransportFactory : IConnectionListenerFactory, IConnectionListenerFactorySelector, IAsyncDisposable
+{
+    private readonly IOptions<IoUringTransportOptions> _options;
+    private readonly ILoggerFactory _loggerFactory;
+    private readonly IServiceProvider? _services;
+    private readonly IoUringTrace _log;
+    private readonly SemaphoreSlim _startLock = new(1, 1);
+    private IoUringTransportMetrics? _metrics;
+    private RingThread[]? _rings;
+    private SocketTransportFactory? _fallback;
+    private bool _started;
+
+    /// <summary>Creates the factory; DI supplies <paramref name="services"/> for Kestrel's memory pool factory and IMeterFactory.</summary>
+    public IoUringTransportFactory(IOptions<IoUringTransportOptions> options, ILoggerFactory loggerFactory, IServiceProvider? services = null)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(loggerFactory);
+        _options = options;
+        _loggerFactory = loggerFactory;
+        _services = services;
+        _log = new IoUringTrace(loggerFactory.CreateLogger(IoUringTrace.CategoryName));
+    }
+
+    /// <summary>True once a bind has chosen io_uring; false before the first bind or after a fall-back.</summary>
+    public bool IsUsingIoUring => _started && _rings is not null;
+
+    /// <summary>Why the transport serves with Sockets instead of io_uring (null while io_uring serves or before the first bind).</summary>
+    public string? FallbackReason { get; private set; }
+
+    /// <summary>The number of rings serving (0 before the first bind or after a fall-back).</summary>
+    public int RingCount => _rings?.Length ?? 0;
+
+    /// <inheritdoc />
+    public bool CanBind(EndPoint endpoint) => endpoint is IPEndPoint or UnixDomainSocketEndPoint or FileHandleEndPoint;
+
+    /// <inheritdoc />
+    public async ValueTask<IConnectionListener> BindAsync(EndPoint endpoint, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(endpoint);
+        await EnsureStartedAsync().ConfigureAwait(false);
+        if (_fallback is not null)
+        {
+            return await _fallback.BindAsync(endpoint, cancellationToken).ConfigureAwait(false);
+        }
+
+        var listener = new IoUringConnectionListener(_context!, _rings!, endpoint);
+        await listener.BindAsync().ConfigureAwait(false);
+        return listener;
+    }
+
+    private IoUringTransportContext? _context;
+
+    private async Task EnsureStartedAsync()
+    {
+        if (_started)
+        {
+            return;
+        }
+        await _startLock.WaitAsync().ConfigureAwait(false);
+        try
+        {
+            if (_started)
+            {
+                return;
+            }
+            IoUringTransportOptions options = _options.Value; // runs the validator: bad options throw here, by name
+            _metrics = new IoUringTransportMetrics(_services?.GetService<IMeterFactory>());
+
+            string? reason = await TryStartRingsAsync(options).ConfigureAwait(false);
+            if (reason is not null)
+            {
+                if (options.WhenUnavailable == IoUringUnavailableBehavior.Throw)
+                {
+                    throw new PlatformNotSupportedException($"The io_uring transport cannot start: {reason} (IoUringTransportOptions.WhenUnavailable is Throw).");
+                }
+                FallbackReason = reason;
+                _metrics.Fallbacks.Add(1);
+                _log.FallingBackToSockets(reason);
+                _fallback = new SocketTransportFactory(Options.Create(ToSocketOptions(options)), _loggerFactory);
+            }
+            _started = true;
+        }
+        finally
+        {
+            _startLock.Release();
+        }
+    }
+
+    /// <summary>Starts the rings; returns null on success, else why io_uring cannot serve.</summary>
+    private async Task<string?> TryStartRingsAsync(IoUringTransportOptions options)
+    {
+        if (!options.Enabled)
+        {
+            return "turned off by IoUringTransportOptions.Enabled = false";
+        }
+        if (IoUringTransportOptions.DisabledByEnvironment())
+        {
+            return $"turned off by the environment variable {IoUringTransportOptions.DisableEnvironmentVariable}";
+        }
+
+        IoUringCapabilities capabilities = options.SimulatedSetupErrno is int errno
+            ? IoUringCapabilities.Probe(errno)
+            : IoUringCapabilities.Current;
+        if (!capabilities.IsSupported)
+        {
+            return capabilities.UnavailableReason;
+        }
+
+        var context = new IoUringTransportContext(options, _log, _metrics!, capabilities,
+            _services?.GetService<IMemoryPoolFactory<byte>>(), FixedFileLimit(options.RingCount));
+        var rings = new RingThread[options.RingCount];
+        try
+        {
+            for (int i = 0; i < rings.Length; i++)
+            {
+                rings[i] = new RingThread(context, i);
+                await rings[i].StartAsync().ConfigureAwait(false);
+            }
+        }
+        catch (IoUringException e)
+        {
+            await StopRingsAsync(rings).ConfigureAwait(false);
+            string hint = e.ErrorCode == Errno.ENOMEM
+                ? " (RLIMIT_MEMLOCK may be too low for the rings and buffer rings; raise it or lower the ring and buffer sizes)"
+                : "";
+            return $"creating a ring failed: {e.Message}{hint}";
+        }
+
+        _context = context;
+        _rings = rings;
+        _log.TransportStarted(Describe(options, capabilities, rings));
+        return null;
+    }
+
+    private static int FixedFileLimit(int ringCount)
+    {
+        // A fixed table counts against RLIMIT_NOFILE; leave half of it to ordinary descriptors (the runtime's own,
+        // and accepted sockets, which stay open beside their registered copy).
+        if (LinuxSyscalls.GetRLimit(LinuxSyscalls.RLimitNoFile, out var limit) < 0)
+        {
+            return 1024;
+        }
+        ulong perRing = Math.Min(limit.Current, 1UL << 20) / 2 / (ulong)Math.Max(ringCount, 1);
+        return (int)Math.Max(perRing, 0);
+    }
+
+    private static string Describe(IoUringTransportOptions o, IoUringCapabilities caps, RingThread[] rings)
+    {
+        var disabled = new List<string>();
+        if (o.ZeroCopySendThreshold == 0) disabled.Add("send_zc (ZeroCopySendThreshold = 0)");
+        else if (!caps.SendZeroCopy) disabled.Add("send_zc (not supported by this kernel)");
+        if (!rings[0].UsesFixedFiles) disabled.Add("registered files (registration failed)");
+        string features = $"multishot accept, multishot recv with a provided buffer ring ({o.ReceiveBufferCount} x {o.ReceiveBufferSize} B per ring)"
+            + (rings[0].UsesFixedFiles ? ", registered files" : "")
+            + (rings[0].Ring.IsRingFdRegistered ? ", registered ring fd" : "")
+            + $", {string.Join("|", caps.SetupFlags.Where(f => f is "SINGLE_ISSUER" or "DEFER_TASKRUN" or "SUBMIT_ALL" or "NO_SQ_ARRAY"))}"
+            + (o.ZeroCopySendThreshold > 0 && caps.SendZeroCopy ? $", send_zc from {o.ZeroCopySendThreshold} B" : "");
+        return $"{rings.Length} ring(s) on Linux {caps.KernelRelease}, SQ {rings[0].Ring.SubmissionQueueEntries} / CQ {rings[0].Ring.CompletionQueueEntries}; "
+            + $"application code on the {(o.ApplicationScheduling == ApplicationSchedulingMode.Inline ? "ring threads (inline)" : "thread pool")}; "
+            + $"features: {features}"
+            + (disabled.Count > 0 ? $"; not used: {string.Join(", ", disabled)}" : "");
+    }
+
+    private static SocketTransportOptions ToSocketOptions(IoUringTransportOptions o) => new()
+    {
+        MaxReadBufferSize = o.MaxReadBufferSize,
+        MaxWriteBufferSize = o.MaxWriteBufferSize,
+        NoDelay = o.NoDelay,
+        Backlog = o.Backlog,
+        UnsafePreferInlineScheduling = o.ApplicationScheduling == ApplicationSchedulingMode.Inline,
+    };
+
+    private static async Task StopRingsAsync(RingThread?[] rings)
+    {
+        foreach (var ring in rings)
+        {
+            if (ring is not null)
+            {
+                try
+                {
+                    await ring.StopAsync().ConfigureAwait(false);
+                }
+                catch (InvalidOperationException)
+                {
+                    // never started
+                }
+            }
+        }
+    }
+
+    /// <summary>Stops the rings: connections still open are aborted, and each ring thread ends once its connections have closed.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        if (_rings is { } rings)
+        {
+            _rings = null;
+            await StopRingsAsync(rings).ConfigureAwait(false);
+        }
+        _metrics?.Dispose();
+    }
+}

@@ -1,0 +1,257 @@
+using System.Buffers;
+using System.IO.Pipelines;
+using System.Net;
+using System.Net.Sockets;
+using System.Runtime.InteropServices;
+using System.Threading.Tasks.Sources;
+using Kestrel.Transport.IoUring.Abi;
+using Kestrel.Transport.IoUring.Core;
+using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Connections.Features;
+using Microsoft.AspNetCore.Http.Features;
+
+namespace Kestrel.Transport.IoUring.Transport;
+
+/// <summary>
+/// One accepted connection, served by the ring that accepted it. Kestrel sees a <see cref="ConnectionContext"/> whose
+/// <see cref="Transport"/> pipes are fed by a multishot recv (input) and drained by one send at a time (output).
+/// Everything in the "ring thread" regions runs on the ring's thread only; the public members may be called from any
+/// thread and hand their work to it.
+/// <para>
+/// Lifecycle, as in Kestrel's Sockets transport: peer FIN completes the input; peer RST completes it with
+/// <see cref="ConnectionResetException"/>; the send loop ending gracefully (or <c>Abort(null)</c>) sends FIN;
+/// <c>Abort(reason)</c> or a send error sends RST (FIN with <see cref="IoUringTransportOptions.FinOnError"/>);
+/// <see cref="ConnectionClosed"/> fires on the thread pool when receiving ends; the descriptor is closed only after
+/// the kernel holds no request of this connection, so a reused slot never sees a stale completion.
+/// </para>
+/// </summary>
+internal sealed partial class IoUringConnection : ConnectionContext,
+    IConnectionIdFeature, IConnectionTransportFeature, IConnectionItemsFeature, IMemoryPoolFeature,
+    IConnectionLifetimeFeature, IConnectionEndPointFeature, IIoUringConnectionFeature, IValueTaskSource<int>
+{
+    private const int MaxSendSegments = 32;
+
+    private readonly RingThread _ring;
+    private readonly IoUringTransportContext _context;
+    private readonly IoUringTrace _log;
+    private readonly int _fd;
+    private readonly int _fixedSlot;
+    private readonly ulong _receiveUserData;
+    private readonly ulong _sendUserData;
+    private readonly ulong _cancelUserData;
+
+    private readonly IDuplexPipe _application; // the transport's ends: writes Input, reads Output
+    private readonly PipeWriter _input;
+    private readonly PipeReader _output;
+
+    private readonly CancellationTokenSource _connectionClosedSource = new();
+    private readonly TaskCompletionSource _connectionClosedFired = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly TaskCompletionSource _socketClosed = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly Action _onFlushCompleted;
+
+    private IFeatureCollection? _features;
+    private IDictionary<object, object?>? _items;
+    private string? _connectionId;
+    private ConnectionAbortedException? _pendingAbortReason;
+    private int _abortRequested;
+
+    // ---- ring-thread state ----
+    private Exception? _shutdownReason;
+    private bool _closed;
+
+    private bool _receiveArmed;
+    private bool _receiveDone;
+    private ValueTask<FlushResult> _pendingFlush;
+    private bool _flushPending;
+    private bool _unflushedInput;
+
+    private ManualResetValueTaskSourceCore<int> _sendSource;
+    private bool _sendInFlight;
+    private bool _sendLoopDone;
+    private bool _zeroCopyInFlight;
+    private bool _zeroCopyResultSeen;
+    private bool _zeroCopyNotificationPending;
+    private int _sendResult;
+    private MemoryHandle _singlePin;
+    private MemoryHandle[]? _segmentPins;
+    private int _segmentPinCount;
+    private unsafe MsgHdr* _message; // followed by MaxSendSegments iovecs, allocated on the first vectored send
+
+    public IoUringConnection(RingThread ring, IoUringConnectionListener listener, int slot, uint generation,
+        int fd, int fixedSlot, EndPoint? localEndPoint, EndPoint? remoteEndPoint)
+    {
+        _ring = ring;
+        _context = ring.Context;
+        _log = _context.Log;
+        Slot = slot;
+        _fd = fd;
+        _fixedSlot = fixedSlot;
+        _receiveUserData = UserData.Encode(OperationKind.Receive, generation, slot);
+        _sendUserData = UserData.Encode(OperationKind.Send, generation, slot);
+        _cancelUserData = UserData.Encode(OperationKind.Cancel, generation, slot);
+        LocalEndPoint = localEndPoint;
+        RemoteEndPoint = remoteEndPoint;
+        MemoryPool = ring.MemoryPool;
+        ListenerEndPoint = listener.EndPoint;
+
+        var input = new Pipe(ring.InputPipeOptions);
+        var output = new Pipe(ring.OutputPipeOptions);
+        _input = input.Writer;
+        _output = output.Reader;
+        _application = new DuplexPipe(output.Reader, input.Writer);
+        Transport = new DuplexPipe(input.Reader, output.Writer);
+        ConnectionClosed = _connectionClosedSource.Token;
+        _sendSource.RunContinuationsAsynchronously = false; // the send loop continues inline on the ring thread
+        _onFlushCompleted = OnFlushCompleted;
+    }
+
+    public int Slot { get; }
+
+    public EndPoint? ListenerEndPoint { get; }
+
+    // ================================================================================================================
+    // ConnectionContext and features (any thread)
+    // ================================================================================================================
+
+    public override string ConnectionId
+    {
+        get => _connectionId ??= ConnectionIds.Next();
+        set => _connectionId = value;
+    }
+
+    public override IFeatureCollection Features => _features ??= CreateFeatures();
+
+    public override IDictionary<object, object?> Items
+    {
+        get => _items ??= new ConnectionItems();
+        set => _items = value;
+    }
+
+    public override IDuplexPipe Transport { get; set; }
+
+    public override CancellationToken ConnectionClosed { get; set; }
+
+    public override EndPoint? LocalEndPoint { get; set; }
+
+    public override EndPoint? RemoteEndPoint { get; set; }
+
+    public MemoryPool<byte> MemoryPool { get; }
+
+    public int RingId => _ring.Index;
+
+    public bool UsesRegisteredFile => _fixedSlot >= 0;
+
+    private IFeatureCollection CreateFeatures()
+    {
+        var features = new FeatureCollection(10);
+        features.Set<IConnectionIdFeature>(this);
+        features.Set<IConnectionTransportFeature>(this);
+        features.Set<IConnectionItemsFeature>(this);
+        features.Set<IMemoryPoolFeature>(this);
+        features.Set<IConnectionLifetimeFeature>(this);
+        features.Set<IConnectionEndPointFeature>(this);
+        features.Set<IIoUringConnectionFeature>(this);
+        return features;
+    }
+
+    public override void Abort(ConnectionAbortedException abortReason)
+    {
+        // Kestrel passes null when the client sent FIN: that means a graceful close, as with Sockets.
+        if (Interlocked.Exchange(ref _abortRequested, 1) == 1)
+        {
+            return;
+        }
+        _pendingAbortReason = abortReason;
+        _ring.Schedule(static s =>
+        {
+            var c = (IoUringConnection)s!;
+            c.AbortOnRingThread(c._pendingAbortReason);
+        }, this);
+    }
+
+    public override async ValueTask DisposeAsync()
+    {
+        Transport.Input.Complete();
+        Transport.Output.Complete();
+        await _socketClosed.Task.ConfigureAwait(false);
+        await _connectionClosedFired.Task.ConfigureAwait(false);
+        _connectionClosedSource.Dispose();
+    }
+
+    // ================================================================================================================
+    // Start (ring thread)
+    // ================================================================================================================
+
+    public void Start()
+    {
+        ArmReceive();
+        _ = ProcessSendsAsync();
+    }
+
+    public void AbortOnRingThread(ConnectionAbortedException? reason)
+    {
+        if (_closed)
+        {
+            return;
+        }
+        Shutdown(reason);
+        _output.CancelPendingRead();
+    }
+
+    // ================================================================================================================
+    // Shutdown and close (ring thread)
+    // ================================================================================================================
+
+    /// <summary>Ends the connection once: FIN for a graceful end (reason null), RST for an error or abort.</summary>
+    private void Shutdown(Exception? reason)
+    {
+        if (_shutdownReason is not null || _closed)
+        {
+            return;
+        }
+        _shutdownReason = reason ?? new ConnectionAbortedException("The io_uring transport's send loop completed gracefully.");
+
+        if (!_context.Options.FinOnError && reason is not null)
+        {
+            _log.ConnectionWriteRst(ConnectionId, reason.Message);
+            // Linger 0 makes the final close abortive; the close itself waits until the kernel holds no request.
+            SocketOptions.SetLingerZero(_fd);
+        }
+        else
+        {
+            _log.ConnectionWriteFin(ConnectionId, _shutdownReason.Message);
+            LinuxSyscalls.Shutdown(_fd, LinuxSyscalls.ShutRdWr);
+        }
+
+        CancelReceive();
+        CancelSend();
+        if (_flushPending)
+        {
+            _input.CancelPendingFlush(); // OnFlushCompleted then ends receiving
+        }
+        else if (!_receiveArmed)
+        {
+            CompleteReceive(null);
+        }
+    }
+
+    /// <summary>Closes the descriptor once the connection is shut down and the kernel holds none of its requests.</summary>
+    private unsafe void MaybeClose()
+    {
+        if (_closed || _shutdownReason is null || !_sendLoopDone || _receiveArmed || _sendInFlight || _zeroCopyNotificationPending || _flushPending)
+        {
+            return;
+        }
+        _closed = true;
+        CompleteReceive(null);
+        _ring.ReleaseConnection(this, _fixedSlot);
+        LinuxSyscalls.Close(_fd);
+        if (_message is not null)
+        {
+            NativeMemory.Free(_message);
+            _message = null;
+        }
+        _context.Metrics.OnConnectionClosed();
+        _socketClosed.TrySetResult();
+    }
+}

@@ -1,0 +1,174 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Threading.Channels;
+using Microsoft.AspNetCore.Connections;
+
+namespace Kestrel.Transport.IoUring.Transport;
+
+/// <summary>
+/// A bound listening socket with a multishot accept armed on every ring. Each ring sets up the connections it
+/// accepts and queues them here; Kestrel takes them with <see cref="AcceptAsync"/>. The socket itself is created and
+/// bound with <see cref="Socket"/> so that binding (dual mode, Unix paths, port 0, errors) behaves as in the Sockets
+/// transport.
+/// </summary>
+internal sealed class IoUringConnectionListener : IConnectionListener
+{
+    private readonly IoUringTransportContext _context;
+    private readonly RingThread[] _rings;
+    private readonly Channel<IoUringConnection> _accepted = Channel.CreateUnbounded<IoUringConnection>(
+        new UnboundedChannelOptions { SingleReader = true, SingleWriter = false, AllowSynchronousContinuations = false });
+    private readonly List<(RingThread Ring, Acceptor Acceptor)> _acceptors = new();
+    private readonly object _gate = new();
+    private Socket? _listenSocket;
+    private Task? _unbindTask;
+    private bool _disposed;
+
+    public IoUringConnectionListener(IoUringTransportContext context, RingThread[] rings, EndPoint endPoint)
+    {
+        _context = context;
+        _rings = rings;
+        EndPoint = endPoint;
+    }
+
+    public EndPoint EndPoint { get; private set; }
+
+    public int ListenFd { get; private set; } = -1;
+
+    /// <summary>Creates, binds and listens, then arms an accept on every ring.</summary>
+    public async Task BindAsync()
+    {
+        Socket socket = CreateBoundSocket(EndPoint, _context.Options);
+        try
+        {
+            if (EndPoint is not FileHandleEndPoint)
+            {
+                EndPoint = socket.LocalEndPoint!; // port 0 becomes the port the kernel chose
+            }
+            socket.Listen(_context.Options.Backlog);
+            _listenSocket = socket;
+            ListenFd = (int)socket.Handle;
+            await Task.WhenAll(_rings.Select(r => r.AddAcceptorAsync(this))).ConfigureAwait(false);
+        }
+        catch
+        {
+            await UnbindAsync().ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    private static Socket CreateBoundSocket(EndPoint endPoint, IoUringTransportOptions options)
+    {
+        Socket socket;
+        switch (endPoint)
+        {
+            case FileHandleEndPoint fileHandle:
+                // Not ours: disposing this Socket leaves the descriptor open, as in the Sockets transport.
+                socket = new Socket(new SafeSocketHandle((IntPtr)fileHandle.FileHandle, ownsHandle: false));
+                if (socket.SocketType == SocketType.Stream && socket.LocalEndPoint is IPEndPoint)
+                {
+                    socket.NoDelay = options.NoDelay;
+                }
+                return socket;
+            case UnixDomainSocketEndPoint:
+                socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+                break;
+            case IPEndPoint ip:
+                socket = new Socket(ip.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
+                if (ip.Address.Equals(IPAddress.IPv6Any))
+                {
+                    socket.DualMode = true;
+                }
+                // Accepted sockets inherit TCP_NODELAY from the listener, so this covers every connection.
+                socket.NoDelay = options.NoDelay;
+                break;
+            default:
+                throw new NotSupportedException($"The io_uring transport cannot bind {endPoint.GetType().Name} {endPoint}.");
+        }
+
+        try
+        {
+            socket.Bind(endPoint);
+        }
+        catch (SocketException e) when (e.SocketErrorCode == SocketError.AddressAlreadyInUse)
+        {
+            socket.Dispose();
+            throw new AddressInUseException(e.Message, e);
+        }
+        catch
+        {
+            socket.Dispose();
+            throw;
+        }
+        return socket;
+    }
+
+    /// <summary>Called by a ring when it arms this listener's accept.</summary>
+    public void AddAcceptor(RingThread ring, Acceptor acceptor)
+    {
+        lock (_gate)
+        {
+            _acceptors.Add((ring, acceptor));
+        }
+    }
+
+    /// <summary>Called on a ring thread for every connection it accepted for this listener.</summary>
+    public void OnConnectionAccepted(IoUringConnection connection)
+    {
+        if (!_accepted.Writer.TryWrite(connection))
+        {
+            // Unbound in the meantime: nobody will take it.
+            connection.AbortOnRingThread(new ConnectionAbortedException("The listener was unbound."));
+            _ = connection.DisposeAsync();
+        }
+    }
+
+    public async ValueTask<ConnectionContext?> AcceptAsync(CancellationToken cancellationToken = default)
+    {
+        while (await _accepted.Reader.WaitToReadAsync(cancellationToken).ConfigureAwait(false))
+        {
+            if (_accepted.Reader.TryRead(out var connection))
+            {
+                return connection;
+            }
+        }
+        return null;
+    }
+
+    public ValueTask UnbindAsync(CancellationToken cancellationToken = default)
+    {
+        lock (_gate)
+        {
+            _unbindTask ??= UnbindCoreAsync();
+        }
+        return new ValueTask(_unbindTask);
+    }
+
+    private async Task UnbindCoreAsync()
+    {
+        (RingThread Ring, Acceptor Acceptor)[] acceptors;
+        lock (_gate)
+        {
+            acceptors = _acceptors.ToArray();
+        }
+        // Cancel every multishot accept and wait for the kernel to confirm, so no accept completes after the close.
+        await Task.WhenAll(acceptors.Select(a => a.Ring.StopAcceptorAsync(a.Acceptor))).ConfigureAwait(false);
+        _listenSocket?.Dispose();
+        _accepted.Writer.TryComplete();
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_disposed)
+        {
+            return;
+        }
+        _disposed = true;
+        await UnbindAsync().ConfigureAwait(false);
+        // Connections accepted but never handed to Kestrel.
+        while (_accepted.Reader.TryRead(out var connection))
+        {
+            connection.Abort(new ConnectionAbortedException("The listener was disposed."));
+            await connection.DisposeAsync().ConfigureAwait(false);
+        }
+    }
+}

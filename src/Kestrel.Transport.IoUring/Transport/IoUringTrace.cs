@@ -1,0 +1,61 @@
+using System.Net;
+using Microsoft.Extensions.Logging;
+
+namespace Kestrel.Transport.IoUring.Transport;
+
+/// <summary>
+/// The transport's log events. Connection events reuse the Sockets transport's event ids and names (4 ConnectionPause,
+/// 5 ConnectionResume, 6 ConnectionReadFin, 7 ConnectionWriteFin, 8 ConnectionWriteRst, 14 ConnectionError,
+/// 19 ConnectionReset) so that tools and tests that watch for those work unchanged. Category:
+/// "Kestrel.Transport.IoUring".
+/// </summary>
+internal sealed partial class IoUringTrace(ILogger logger)
+{
+    public const string CategoryName = "Kestrel.Transport.IoUring";
+
+    private readonly ILogger _logger = logger;
+
+    public ILogger Logger => _logger;
+
+    [LoggerMessage(4, LogLevel.Debug, @"Connection id ""{ConnectionId}"" paused.", EventName = "ConnectionPause")]
+    public partial void ConnectionPause(string connectionId);
+
+    [LoggerMessage(5, LogLevel.Debug, @"Connection id ""{ConnectionId}"" resumed.", EventName = "ConnectionResume")]
+    public partial void ConnectionResume(string connectionId);
+
+    [LoggerMessage(6, LogLevel.Debug, @"Connection id ""{ConnectionId}"" received FIN.", EventName = "ConnectionReadFin")]
+    public partial void ConnectionReadFin(string connectionId);
+
+    [LoggerMessage(7, LogLevel.Debug, @"Connection id ""{ConnectionId}"" sending FIN because: ""{Reason}""", EventName = "ConnectionWriteFin")]
+    public partial void ConnectionWriteFin(string connectionId, string reason);
+
+    [LoggerMessage(8, LogLevel.Debug, @"Connection id ""{ConnectionId}"" sending RST because: ""{Reason}""", EventName = "ConnectionWriteRst")]
+    public partial void ConnectionWriteRst(string connectionId, string reason);
+
+    [LoggerMessage(14, LogLevel.Debug, @"Connection id ""{ConnectionId}"" communication error.", EventName = "ConnectionError")]
+    public partial void ConnectionError(string connectionId, Exception ex);
+
+    [LoggerMessage(19, LogLevel.Debug, @"Connection id ""{ConnectionId}"" reset.", EventName = "ConnectionReset")]
+    public partial void ConnectionReset(string connectionId);
+
+    [LoggerMessage(100, LogLevel.Information, "io_uring transport started: {Summary}", EventName = "TransportStarted")]
+    public partial void TransportStarted(string summary);
+
+    [LoggerMessage(101, LogLevel.Warning, "io_uring is unavailable ({Reason}); serving with the Sockets transport instead.", EventName = "FallingBackToSockets")]
+    public partial void FallingBackToSockets(string reason);
+
+    [LoggerMessage(102, LogLevel.Warning, "Ring {Ring}: registered files unavailable ({Error}); connections use ordinary descriptors.", EventName = "FixedFilesUnavailable")]
+    public partial void FixedFilesUnavailable(int ring, string error);
+
+    [LoggerMessage(103, LogLevel.Information, "Ring {Ring}: the kernel copied {Copies} of {Sends} zero-copy sends (loopback or no NIC support); zero-copy is off on this ring.", EventName = "ZeroCopyDisabled")]
+    public partial void ZeroCopyDisabled(int ring, long copies, long sends);
+
+    [LoggerMessage(104, LogLevel.Warning, "Accepting on {EndPoint} paused for 100 ms: {Error}. Established connections are unaffected.", EventName = "AcceptPaused")]
+    public partial void AcceptPaused(EndPoint? endPoint, string error);
+
+    [LoggerMessage(105, LogLevel.Error, "Setting up an accepted connection on {EndPoint} failed.", EventName = "AcceptFailed")]
+    public partial void AcceptFailed(EndPoint? endPoint, Exception ex);
+
+    [LoggerMessage(106, LogLevel.Critical, "Ring {Ring} failed; its connections were aborted.", EventName = "RingFailed")]
+    public partial void RingFailed(int ring, Exception ex);
+}

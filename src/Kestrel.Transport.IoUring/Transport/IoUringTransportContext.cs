@@ -1,0 +1,33 @@
+using System.Buffers;
+using System.IO.Pipelines;
+using Microsoft.AspNetCore.Connections;
+
+namespace Kestrel.Transport.IoUring.Transport;
+
+/// <summary>What every ring, listener and connection of one transport factory shares.</summary>
+internal sealed class IoUringTransportContext(
+    IoUringTransportOptions options,
+    IoUringTrace log,
+    IoUringTransportMetrics metrics,
+    IoUringCapabilities capabilities,
+    IMemoryPoolFactory<byte>? memoryPoolFactory,
+    int fixedFileLimit)
+{
+    /// <summary>The label Kestrel's pool metrics carry for transport pools.</summary>
+    private static readonly MemoryPoolOptions s_poolOptions = new() { Owner = "kestrel" };
+
+    public IoUringTransportOptions Options { get; } = options;
+    public IoUringTrace Log { get; } = log;
+    public IoUringTransportMetrics Metrics { get; } = metrics;
+    public IoUringCapabilities Capabilities { get; } = capabilities;
+
+    /// <summary>The most registered-file slots one ring may have (RLIMIT_NOFILE caps a fixed table).</summary>
+    public int FixedFileLimit { get; } = fixedFileLimit;
+
+    /// <summary>Where the application side of the pipes continues: the thread pool or inline on the ring thread.</summary>
+    public PipeScheduler ApplicationScheduler { get; } =
+        options.ApplicationScheduling == ApplicationSchedulingMode.Inline ? PipeScheduler.Inline : PipeScheduler.ThreadPool;
+
+    /// <summary>A memory pool for one ring: Kestrel's pinned block pool from DI, or the shared array pool without one.</summary>
+    public MemoryPool<byte> CreateMemoryPool() => memoryPoolFactory?.Create(s_poolOptions) ?? MemoryPool<byte>.Shared;
+}

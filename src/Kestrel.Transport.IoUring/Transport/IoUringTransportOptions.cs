@@ -1,0 +1,110 @@
+namespace Kestrel.Transport.IoUring;
+
+/// <summary>Where the application's code (Kestrel's HTTP parsing and your handlers) runs after data arrives.</summary>
+public enum ApplicationSchedulingMode
+{
+    /// <summary>
+    /// On the .NET thread pool, as with Kestrel's Sockets transport. A handler that blocks only blocks a pool thread;
+    /// the ring keeps serving every other connection. The default.
+    /// </summary>
+    ThreadPool = 0,
+
+    /// <summary>
+    /// Inline on the ring's own thread: no hand-off between threads per request, which is fastest, but a handler that
+    /// blocks (sync I/O, locks, .Result) stalls every connection on that ring until it returns. Use it only for
+    /// handlers that never block, as TechEmpower-style benchmarks do.
+    /// </summary>
+    Inline = 1,
+}
+
+/// <summary>What the transport does when io_uring cannot be used on this machine.</summary>
+public enum IoUringUnavailableBehavior
+{
+    /// <summary>Log one warning naming the reason and serve with Kestrel's Sockets transport. The default.</summary>
+    FallBackToSockets = 0,
+
+    /// <summary>Fail start-up with an exception naming the reason.</summary>
+    Throw = 1,
+}
+
+/// <summary>Options of the io_uring transport, bindable from configuration (e.g. the "Kestrel:IoUring" section).</summary>
+public sealed class IoUringTransportOptions
+{
+    /// <summary>The environment variable that, set to 1 or true, turns io_uring off without probing (for seccomp profiles that kill on io_uring_setup).</summary>
+    public const string DisableEnvironmentVariable = "KESTREL_IOURING_DISABLE";
+
+    /// <summary>
+    /// False turns io_uring off without even probing the kernel, and serves with the Sockets transport (some seccomp
+    /// profiles kill the process on io_uring_setup instead of failing it). The environment variable
+    /// <see cref="DisableEnvironmentVariable"/>=1 does the same. Default true.
+    /// </summary>
+    public bool Enabled { get; set; } = true;
+
+    /// <summary>Rings, each with its own thread. Default: one per processor available to the process, at most 16.</summary>
+    public int RingCount { get; set; } = Math.Min(Environment.ProcessorCount, 16);
+
+    /// <summary>Submission queue entries per ring (a power of two, 16–32768). Default 512.</summary>
+    public int SubmissionQueueSize { get; set; } = 512;
+
+    /// <summary>
+    /// Completion queue entries per ring (a power of two, at least twice <see cref="SubmissionQueueSize"/>, at most
+    /// 65536). Multishot requests stop when the CQ is full, so it is kept large. Default 8192.
+    /// </summary>
+    public int CompletionQueueSize { get; set; } = 8192;
+
+    /// <summary>Buffers in each ring's provided buffer ring (a power of two, 1–32768). Default 1024.</summary>
+    public int ReceiveBufferCount { get; set; } = 1024;
+
+    /// <summary>Size of each provided receive buffer in bytes (256 B–1 MiB). Default 4096.</summary>
+    public int ReceiveBufferSize { get; set; } = 4096;
+
+    /// <summary>Registered (fixed) file slots per ring; capped by RLIMIT_NOFILE. Connections beyond it use ordinary descriptors. Default 16384.</summary>
+    public int FixedFileSlots { get; set; } = 16384;
+
+    /// <summary>
+    /// The most bytes buffered from the network for one connection before receiving pauses (the input pipe's pause
+    /// threshold), as in the Sockets transport. Null means no limit. Default 1 MiB.
+    /// </summary>
+    public long? MaxReadBufferSize { get; set; } = 1024 * 1024;
+
+    /// <summary>
+    /// The most bytes the application may buffer for sending before its writes wait (the output pipe's pause
+    /// threshold), as in the Sockets transport. Null means no limit. Default 64 KiB.
+    /// </summary>
+    public long? MaxWriteBufferSize { get; set; } = 64 * 1024;
+
+    /// <summary>Disables Nagle's algorithm on accepted connections. Default true.</summary>
+    public bool NoDelay { get; set; } = true;
+
+    /// <summary>The listen backlog. Default 512.</summary>
+    public int Backlog { get; set; } = 512;
+
+    /// <summary>
+    /// Sends of at least this many bytes use IORING_OP_SEND_ZC (zero-copy); 0 turns zero-copy off. Where the kernel
+    /// reports that it copied anyway (loopback, some NICs), each ring switches zero-copy off by itself. Default 0 (off):
+    /// it pays only for large responses on real NICs.
+    /// </summary>
+    public int ZeroCopySendThreshold { get; set; }
+
+    /// <summary>Where application code runs. Default <see cref="ApplicationSchedulingMode.ThreadPool"/>.</summary>
+    public ApplicationSchedulingMode ApplicationScheduling { get; set; } = ApplicationSchedulingMode.ThreadPool;
+
+    /// <summary>What happens when io_uring is unusable. Default <see cref="IoUringUnavailableBehavior.FallBackToSockets"/>.</summary>
+    public IoUringUnavailableBehavior WhenUnavailable { get; set; } = IoUringUnavailableBehavior.FallBackToSockets;
+
+    /// <summary>
+    /// When a connection ends in error or is aborted, send FIN instead of RST, like the Sockets transport's FinOnError
+    /// switch. Defaults to the AppContext switch "Microsoft.AspNetCore.Server.Kestrel.FinOnError", else false.
+    /// </summary>
+    public bool FinOnError { get; set; } = AppContext.TryGetSwitch("Microsoft.AspNetCore.Server.Kestrel.FinOnError", out bool finOnError) && finOnError;
+
+    /// <summary>Test seam: pretend io_uring_setup fails with this errno.</summary>
+    internal int? SimulatedSetupErrno { get; set; }
+
+    /// <summary>True when the environment variable turns io_uring off.</summary>
+    internal static bool DisabledByEnvironment()
+    {
+        string? value = Environment.GetEnvironmentVariable(DisableEnvironmentVariable);
+        return value is not null && (value == "1" || value.Equals("true", StringComparison.OrdinalIgnoreCase));
+    }
+}

@@ -1,0 +1,587 @@
+using System.Buffers;
+using System.Collections.Concurrent;
+using System.IO.Pipelines;
+using System.Runtime.InteropServices;
+using Kestrel.Transport.IoUring.Abi;
+using Kestrel.Transport.IoUring.Core;
+using Microsoft.Extensions.Logging;
+
+namespace Kestrel.Transport.IoUring.Transport;
+
+/// <summary>
+/// One ring and the dedicated thread that owns it. The ring is created on this thread (SINGLE_ISSUER), and everything
+/// that touches it (preparing SQEs, reaping CQEs, the connections' pipe ends on the transport side) runs here. Other
+/// threads hand work in through <see cref="Schedule"/>: a queue plus an eventfd write, coalesced so that the eventfd
+/// is only written when the loop is about to sleep or sleeps. The thread is therefore the <see cref="PipeScheduler"/>
+/// of the transport side of every pipe it serves.
+/// </summary>
+internal sealed unsafe class RingThread : PipeScheduler
+{
+    private const int CompletionBatch = 512;
+    private const int MaxWorkItemsPerTurn = 4096;
+
+    private readonly IoUringTransportContext _context;
+    private readonly Thread _thread;
+    private readonly TaskCompletionSource _started = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly TaskCompletionSource _stopped = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly ConcurrentQueue<WorkItem> _remoteWork = new();
+    private readonly Queue<WorkItem> _localWork = new();
+    private readonly IoUringCqe[] _completions = new IoUringCqe[CompletionBatch];
+    private readonly List<IoUringConnection> _receiveRearms = new();
+    private readonly ConnectionSlots _slots = new();
+    private readonly List<Acceptor?> _acceptors = new();
+
+    private Ring _ring = null!;
+    private ProvidedBufferRing _buffers = null!;
+    private FixedFileTable? _files;
+    private int _eventFd = -1;
+    private ulong* _eventFdValue;
+    private KernelTimespec* _acceptPauseTimespec;
+    private int _sleeping;
+    private volatile bool _stopping;
+    private bool _zeroCopyEnabled;
+
+    public RingThread(IoUringTransportContext context, int index)
+    {
+        _context = context;
+        Index = index;
+        _thread = new Thread(Run) { IsBackground = true, Name = $"io_uring ring {index}" };
+        MemoryPool = context.CreateMemoryPool();
+        var options = context.Options;
+        long maxRead = options.MaxReadBufferSize ?? 0, maxWrite = options.MaxWriteBufferSize ?? 0;
+        // The ring thread is the scheduler of the transport's pipe ends; the application's ends continue where the
+        // options say. Thresholds and halves as in the Sockets transport (0 = no back-pressure).
+        InputPipeOptions = new PipeOptions(MemoryPool, readerScheduler: context.ApplicationScheduler, writerScheduler: this,
+            pauseWriterThreshold: maxRead, resumeWriterThreshold: maxRead / 2, useSynchronizationContext: false);
+        OutputPipeOptions = new PipeOptions(MemoryPool, readerScheduler: this, writerScheduler: context.ApplicationScheduler,
+            pauseWriterThreshold: maxWrite, resumeWriterThreshold: maxWrite / 2, useSynchronizationContext: false);
+    }
+
+    /// <summary>The memory pool of this ring's connections (Kestrel's pinned block pool when DI has it).</summary>
+    public MemoryPool<byte> MemoryPool { get; }
+
+    public PipeOptions InputPipeOptions { get; }
+
+    public PipeOptions OutputPipeOptions { get; }
+
+    public int Index { get; }
+    public IoUringTransportContext Context => _context;
+    public Ring Ring => _ring;
+    public ProvidedBufferRing Buffers => _buffers;
+    public bool UsesFixedFiles => _files is not null;
+    public bool ZeroCopyEnabled => _zeroCopyEnabled;
+    public int ConnectionCount => _slots.Count;
+
+    /// <summary>Send_zc completions whose notification said the kernel copied anyway.</summary>
+    public long ZeroCopyCopies { get; private set; }
+    public long ZeroCopySends { get; private set; }
+
+    /// <summary>Starts the thread and waits until its ring exists (or throws why it could not be created).</summary>
+    public Task StartAsync()
+    {
+        _thread.Start();
+        return _started.Task;
+    }
+
+    /// <summary>Stops accepting work; the loop ends once every connection on it has closed.</summary>
+    public Task StopAsync()
+    {
+        Post(static s =>
+        {
+            var self = (RingThread)s!;
+            self._stopping = true;
+            self._slots.AbortAll(new Microsoft.AspNetCore.Connections.ConnectionAbortedException("The io_uring transport is stopping."));
+        }, this);
+        return _stopped.Task;
+    }
+
+    public bool IsOwnerThread => Environment.CurrentManagedThreadId == _thread.ManagedThreadId;
+
+    /// <summary>Runs <paramref name="action"/> on this ring's thread: in order after the current work when already there, else via the queue and a wake-up.</summary>
+    public override void Schedule(Action<object?> action, object? state)
+    {
+        if (IsOwnerThread)
+        {
+            _localWork.Enqueue(new WorkItem(action, state));
+        }
+        else
+        {
+            Post(action, state);
+        }
+    }
+
+    /// <summary>Queues work from another thread and wakes the loop if it sleeps.</summary>
+    public void Post(Action<object?> action, object? state)
+    {
+        _remoteWork.Enqueue(new WorkItem(action, state));
+        // Dekker pairing with the loop: it sets _sleeping (full fence) and then checks the queue; we enqueued (full
+        // fence) and now check _sleeping. Whoever flips 1 -> 0 writes the eventfd; everyone else knows a wake is coming.
+        if (Volatile.Read(ref _sleeping) == 1 && Interlocked.CompareExchange(ref _sleeping, 0, 1) == 1)
+        {
+            ulong one = 1;
+            LinuxSyscalls.Write(_eventFd, &one, sizeof(ulong));
+            _context.Metrics.Wakeups.Add(1);
+        }
+    }
+
+    private void Run()
+    {
+        try
+        {
+            Initialize();
+        }
+        catch (Exception e)
+        {
+            Cleanup();
+            _started.TrySetException(e);
+            _stopped.TrySetResult();
+            return;
+        }
+        _started.TrySetResult();
+
+        try
+        {
+            Loop();
+        }
+        catch (Exception e)
+        {
+            _context.Log.RingFailed(Index, e);
+            _slots.AbortAll(new Microsoft.AspNetCore.Connections.ConnectionAbortedException("The io_uring ring failed.", e));
+        }
+        finally
+        {
+            Cleanup();
+            _stopped.TrySetResult();
+        }
+    }
+
+    private void Initialize()
+    {
+        var options = _context.Options;
+        _ring = Ring.Create(new RingOptions
+        {
+            SubmissionQueueEntries = (uint)options.SubmissionQueueSize,
+            CompletionQueueEntries = (uint)options.CompletionQueueSize,
+        });
+        _buffers = new ProvidedBufferRing(_ring, groupId: 0, options.ReceiveBufferCount, options.ReceiveBufferSize);
+
+        int slots = Math.Min(options.FixedFileSlots, _context.FixedFileLimit);
+        if (slots > 0)
+        {
+            try
+            {
+                _files = new FixedFileTable(_ring, slots);
+            }
+            catch (IoUringException e)
+            {
+                // Without a fixed table every connection uses its ordinary descriptor: slower, still correct.
+                _context.Log.FixedFilesUnavailable(Index, e.ErrorName);
+            }
+        }
+
+        _eventFd = LinuxSyscalls.EventFd();
+        if (_eventFd < 0)
+        {
+            throw new IoUringException("eventfd", _eventFd);
+        }
+        _eventFdValue = (ulong*)NativeMemory.AllocZeroed(sizeof(ulong));
+        _acceptPauseTimespec = (KernelTimespec*)NativeMemory.AllocZeroed((nuint)sizeof(KernelTimespec));
+        _acceptPauseTimespec->Nanoseconds = 100_000_000; // 100 ms between retries when accept runs out of descriptors
+        _zeroCopyEnabled = options.ZeroCopySendThreshold > 0 && _context.Capabilities.SendZeroCopy;
+    }
+
+    private void Loop()
+    {
+        ArmWakeup();
+        while (true)
+        {
+            RunWork();
+            if (_stopping && _slots.Count == 0 && !HasArmedAcceptors())
+            {
+                break;
+            }
+
+            ArmPendingReceives();
+            _buffers.Publish();
+
+            uint waitFor = 0;
+            if (_localWork.Count == 0)
+            {
+                Interlocked.Exchange(ref _sleeping, 1);
+                if (_remoteWork.IsEmpty)
+                {
+                    waitFor = 1;
+                }
+                else
+                {
+                    Volatile.Write(ref _sleeping, 0);
+                }
+            }
+
+            long submittedBefore = _ring.SubmittedCount;
+            int r = _ring.SubmitAndWait(waitFor);
+            Volatile.Write(ref _sleeping, 0);
+            _context.Metrics.RecordEnter(_ring.SubmittedCount - submittedBefore);
+            if (r < 0 && r != -Errno.EBUSY && r != -Errno.EAGAIN)
+            {
+                throw new IoUringException(r == -Errno.EBADR ? "io_uring_enter (completions were lost)" : "io_uring_enter", r);
+            }
+            if (_ring.HasOverflowedCompletions)
+            {
+                _context.Metrics.CqOverflows.Add(1);
+            }
+            ReapCompletions();
+        }
+    }
+
+    private void ReapCompletions()
+    {
+        int n;
+        do
+        {
+            n = _ring.ReadCompletions(_completions);
+            for (int i = 0; i < n; i++)
+            {
+                Dispatch(in _completions[i]);
+            }
+        }
+        while (n == CompletionBatch);
+    }
+
+    private void RunWork()
+    {
+        int budget = MaxWorkItemsPerTurn;
+        while (budget-- > 0)
+        {
+            if (_localWork.TryDequeue(out WorkItem item) || _remoteWork.TryDequeue(out item))
+            {
+                item.Action(item.State);
+            }
+            else
+            {
+                return;
+            }
+        }
+    }
+
+    private void Dispatch(in IoUringCqe cqe)
+    {
+        ulong ud = cqe.UserData;
+        switch (UserData.KindOf(ud))
+        {
+            case OperationKind.Wakeup:
+                ArmWakeup();
+                break;
+            case OperationKind.Accept:
+            case OperationKind.Timeout:
+                DispatchAccept(cqe);
+                break;
+            case OperationKind.Receive:
+                if (_slots.TryGet(UserData.SlotOf(ud), UserData.GenerationOf(ud), out var receiver))
+                {
+                    receiver.OnReceiveCompleted(cqe);
+                }
+                else if (cqe.HasBuffer)
+                {
+                    // A late completion for a connection that has gone: its buffer still goes back.
+                    ReturnBuffer(cqe.BufferId);
+                }
+                break;
+            case OperationKind.Send:
+                if (_slots.TryGet(UserData.SlotOf(ud), UserData.GenerationOf(ud), out var sender))
+                {
+                    sender.OnSendCompleted(cqe);
+                }
+                break;
+            default:
+                // Cancel and other bookkeeping completions carry nothing the loop needs.
+                break;
+        }
+    }
+
+    // ---- wake-up --------------------------------------------------------------------------------------------------
+
+    private void ArmWakeup()
+    {
+        IoUringSqe* sqe = _ring.GetSqe();
+        SqePreparation.PrepareEventFdRead(sqe, _eventFd, _eventFdValue, UserData.Encode(OperationKind.Wakeup, 0, 0));
+    }
+
+    // ---- buffers --------------------------------------------------------------------------------------------------
+
+    /// <summary>Takes a received buffer's bytes; the caller copies them out before <see cref="ReturnBuffer"/>.</summary>
+    public ReadOnlySpan<byte> TakeBuffer(ushort bufferId, int length)
+    {
+        _buffers.MarkTaken();
+        return _buffers.GetBuffer(bufferId, length);
+    }
+
+    public void ReturnBuffer(ushort bufferId) => _buffers.Recycle(bufferId);
+
+    public void OnBuffersExhausted()
+    {
+        _buffers.RecordExhausted();
+        _context.Metrics.NoBufferRearms.Add(1);
+    }
+
+    // ---- receives -------------------------------------------------------------------------------------------------
+
+    /// <summary>Re-arms <paramref name="connection"/>'s multishot recv at the end of this turn, after recycled buffers are published.</summary>
+    public void QueueReceiveRearm(IoUringConnection connection) => _receiveRearms.Add(connection);
+
+    private void ArmPendingReceives()
+    {
+        if (_receiveRearms.Count == 0)
+        {
+            return;
+        }
+        _buffers.Publish();
+        foreach (var connection in _receiveRearms)
+        {
+            connection.ArmReceive();
+        }
+        _receiveRearms.Clear();
+    }
+
+    // ---- zero copy ------------------------------------------------------------------------------------------------
+
+    public void OnZeroCopyNotification(bool copied)
+    {
+        ZeroCopySends++;
+        _context.Metrics.ZeroCopySends.Add(1);
+        if (!copied)
+        {
+            return;
+        }
+        ZeroCopyCopies++;
+        _context.Metrics.ZeroCopyCopies.Add(1);
+        // Copying means zero-copy only added its notification overhead (loopback, NICs without SG): stop using it.
+        if (_zeroCopyEnabled && ZeroCopySends >= 8 && ZeroCopyCopies * 2 > ZeroCopySends)
+        {
+            _zeroCopyEnabled = false;
+            _context.Log.ZeroCopyDisabled(Index, ZeroCopyCopies, ZeroCopySends);
+        }
+    }
+
+    // ---- connections ----------------------------------------------------------------------------------------------
+
+    public void ReleaseConnection(IoUringConnection connection, int fixedSlot)
+    {
+        if (fixedSlot >= 0)
+        {
+            _files!.Remove(fixedSlot);
+        }
+        _slots.Release(connection.Slot);
+    }
+
+    private void OnAccepted(Acceptor acceptor, int fd)
+    {
+        if (_stopping || acceptor.Stopped)
+        {
+            // Accepted after unbind: refuse it the way a closed listener would.
+            SocketOptions.SetLingerZero(fd);
+            LinuxSyscalls.Close(fd);
+            return;
+        }
+
+        int fixedSlot = -1;
+        if (_files is not null)
+        {
+            fixedSlot = _files.Install(fd);
+            if (fixedSlot < 0)
+            {
+                _context.Metrics.FixedFileTableFull.Add(1);
+                fixedSlot = -1; // ordinary descriptor for this connection
+            }
+        }
+
+        var (slot, generation) = _slots.Reserve();
+        IoUringConnection connection;
+        try
+        {
+            connection = new IoUringConnection(this, acceptor.Listener, slot, generation, fd, fixedSlot,
+                SocketAddresses.LocalEndPoint(fd), SocketAddresses.RemoteEndPoint(fd));
+        }
+        catch
+        {
+            _slots.Release(slot);
+            if (fixedSlot >= 0) _files!.Remove(fixedSlot);
+            LinuxSyscalls.Close(fd);
+            throw;
+        }
+        _slots.Set(slot, connection);
+        _context.Metrics.OnConnectionAccepted();
+        connection.Start();
+        acceptor.Listener.OnConnectionAccepted(connection);
+    }
+
+    // ---- acceptors ------------------------------------------------------------------------------------------------
+
+    /// <summary>Arms a multishot accept on <paramref name="listener"/>'s socket. Call on any thread; completes when armed.</summary>
+    public Task AddAcceptorAsync(IoUringConnectionListener listener)
+    {
+        var tcs = new TaskCompletionSource<Acceptor>(TaskCreationOptions.RunContinuationsAsynchronously);
+        Post(static s =>
+        {
+            var (self, listener, tcs) = ((RingThread, IoUringConnectionListener, TaskCompletionSource<Acceptor>))s!;
+            var acceptor = new Acceptor(listener, self._acceptors.Count);
+            self._acceptors.Add(acceptor);
+            listener.AddAcceptor(self, acceptor);
+            self.ArmAccept(acceptor);
+            tcs.SetResult(acceptor);
+        }, (this, listener, tcs));
+        return tcs.Task;
+    }
+
+    /// <summary>Cancels the acceptor's multishot accept; the task completes when the kernel confirms it ended.</summary>
+    public Task StopAcceptorAsync(Acceptor acceptor)
+    {
+        Post(static s =>
+        {
+            var (self, acceptor) = ((RingThread, Acceptor))s!;
+            if (acceptor.Stopped)
+            {
+                return;
+            }
+            acceptor.Stopped = true;
+            if (acceptor.Armed)
+            {
+                IoUringSqe* sqe = self._ring.GetSqe();
+                SqePreparation.PrepareCancel(sqe, acceptor.UserData, UserData.Encode(OperationKind.Cancel, 0, acceptor.Index));
+            }
+            else if (acceptor.Paused)
+            {
+                IoUringSqe* sqe = self._ring.GetSqe();
+                SqePreparation.PrepareCancel(sqe, acceptor.PauseUserData, UserData.Encode(OperationKind.Cancel, 0, acceptor.Index));
+            }
+            self.MaybeFinishAcceptor(acceptor);
+        }, (this, acceptor));
+        return acceptor.Finished.Task;
+    }
+
+    private void ArmAccept(Acceptor acceptor)
+    {
+        IoUringSqe* sqe = _ring.GetSqe();
+        SqePreparation.PrepareMultishotAccept(sqe, acceptor.Listener.ListenFd, acceptor.UserData);
+        acceptor.Armed = true;
+    }
+
+    private void DispatchAccept(in IoUringCqe cqe)
+    {
+        int index = UserData.SlotOf(cqe.UserData);
+        Acceptor? acceptor = index < _acceptors.Count ? _acceptors[index] : null;
+        if (acceptor is null)
+        {
+            if (UserData.KindOf(cqe.UserData) == OperationKind.Accept && cqe.Result >= 0)
+            {
+                LinuxSyscalls.Close(cqe.Result);
+            }
+            return;
+        }
+
+        if (UserData.KindOf(cqe.UserData) == OperationKind.Timeout)
+        {
+            // The pause after EMFILE/ENFILE is over (or was cancelled by unbind).
+            acceptor.Paused = false;
+            if (!acceptor.Stopped)
+            {
+                ArmAccept(acceptor);
+            }
+            MaybeFinishAcceptor(acceptor);
+            return;
+        }
+
+        if (!cqe.HasMore)
+        {
+            acceptor.Armed = false;
+        }
+
+        int res = cqe.Result;
+        if (res >= 0)
+        {
+            try
+            {
+                OnAccepted(acceptor, res);
+            }
+            catch (Exception e)
+            {
+                _context.Log.AcceptFailed(acceptor.Listener.EndPoint, e);
+            }
+        }
+        else if (res == -Errno.EMFILE || res == -Errno.ENFILE || res == -Errno.ENOMEM || res == -Errno.ENOBUFS)
+        {
+            // Out of descriptors or memory: stop accepting for a moment instead of spinning on the same error;
+            // established connections carry on, and the backlog waits in the kernel.
+            _context.Metrics.AcceptPauses.Add(1);
+            _context.Log.AcceptPaused(acceptor.Listener.EndPoint, Errno.Name(res));
+            if (acceptor.Armed)
+            {
+                IoUringSqe* cancel = _ring.GetSqe();
+                SqePreparation.PrepareCancel(cancel, acceptor.UserData, UserData.Encode(OperationKind.Cancel, 0, acceptor.Index));
+            }
+            if (!acceptor.Paused && !acceptor.Stopped)
+            {
+                acceptor.Paused = true;
+                IoUringSqe* sqe = _ring.GetSqe();
+                SqePreparation.PrepareTimeout(sqe, _acceptPauseTimespec, acceptor.PauseUserData);
+            }
+            return;
+        }
+        // ECANCELED (unbind), ECONNABORTED (a connection reset in the backlog) and the like: nothing to hand out.
+
+        if (!acceptor.Armed && !acceptor.Stopped && !acceptor.Paused)
+        {
+            ArmAccept(acceptor);
+        }
+        MaybeFinishAcceptor(acceptor);
+    }
+
+    private void MaybeFinishAcceptor(Acceptor acceptor)
+    {
+        if (acceptor.Stopped && !acceptor.Armed && !acceptor.Paused)
+        {
+            _acceptors[acceptor.Index] = null;
+            acceptor.Finished.TrySetResult();
+        }
+    }
+
+    private bool HasArmedAcceptors()
+    {
+        foreach (var a in _acceptors)
+        {
+            if (a is not null && (a.Armed || a.Paused))
+            {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    // ---- teardown -------------------------------------------------------------------------------------------------
+
+    private void Cleanup()
+    {
+        _files?.Dispose();
+        _buffers?.Dispose();
+        _ring?.Dispose(); // closing the ring fd also drops anything still registered
+        if (_eventFd >= 0)
+        {
+            LinuxSyscalls.Close(_eventFd);
+            _eventFd = -1;
+        }
+        NativeMemory.Free(_eventFdValue);
+        _eventFdValue = null;
+        NativeMemory.Free(_acceptPauseTimespec);
+        _acceptPauseTimespec = null;
+        if (MemoryPool != MemoryPool<byte>.Shared)
+        {
+            MemoryPool.Dispose();
+        }
+        foreach (var a in _acceptors)
+        {
+            a?.Finished.TrySetResult();
+        }
+    }
+
+    private readonly record struct WorkItem(Action<object?> Action, object? State);
+}

@@ -1,0 +1,16 @@
+using Kestrel.Transport.IoUring.Abi;
+
+namespace Kestrel.Transport.IoUring.Transport;
+
+/// <summary>The few socket options the transport sets on accepted descriptors directly.</summary>
+internal static unsafe class SocketOptions
+{
+    private const int SolSocket = 1, SoLinger = 13;
+
+    /// <summary>SO_LINGER {on, 0}: the final close sends RST instead of FIN (an abortive close).</summary>
+    public static int SetLingerZero(int fd)
+    {
+        int* linger = stackalloc int[2] { 1, 0 };
+        return LinuxSyscalls.SetSockOpt(fd, SolSocket, SoLinger, linger, 2 * sizeof(int));
+    }
+}
