@@ -126,7 +126,7 @@ public sealed class IoUringTransportFactory : IConnectionListenerFactory, IConne
         }
 
         var context = new IoUringTransportContext(options, _log, _metrics!, capabilities,
-            _services?.GetService<IMemoryPoolFactory<byte>>(), FixedFileLimit(options.RingCount));
+            _services?.GetService<IMemoryPoolFactory<byte>>(), DescriptorBudget.FromProcessLimits(options.RingCount));
         var rings = new RingThread[options.RingCount];
         try
         {
@@ -149,18 +149,6 @@ public sealed class IoUringTransportFactory : IConnectionListenerFactory, IConne
         _rings = rings;
         _log.TransportStarted(Describe(options, capabilities, rings));
         return null;
-    }
-
-    private static int FixedFileLimit(int ringCount)
-    {
-        // A fixed table counts against RLIMIT_NOFILE; leave half of it to ordinary descriptors (the runtime's own,
-        // and accepted sockets, which stay open beside their registered copy).
-        if (LinuxSyscalls.GetRLimit(LinuxSyscalls.RLimitNoFile, out var limit) < 0)
-        {
-            return 1024;
-        }
-        ulong perRing = Math.Min(limit.Current, 1UL << 20) / 2 / (ulong)Math.Max(ringCount, 1);
-        return (int)Math.Max(perRing, 0);
     }
 
     private static string Describe(IoUringTransportOptions o, IoUringCapabilities caps, RingThread[] rings)

@@ -36,6 +36,13 @@ internal static unsafe class SqePreparation
         }
     }
 
+    /// <summary>A single accept: one connection, one CQE. Used where the multishot form could overshoot a descriptor budget.</summary>
+    public static void PrepareAccept(IoUringSqe* sqe, int listenFd, ulong userData)
+    {
+        Common(sqe, IoUringOpcode.Accept, listenFd, false, userData);
+        sqe->OpFlags = SockCloexec;
+    }
+
     /// <summary>Multishot recv into buffers picked from provided buffer group <paramref name="bufferGroup"/>.</summary>
     public static void PrepareMultishotReceive(IoUringSqe* sqe, int fd, bool fixedFile, ushort bufferGroup, ulong userData, bool bundle = false)
     {

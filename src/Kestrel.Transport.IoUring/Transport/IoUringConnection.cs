@@ -40,7 +40,7 @@ internal sealed partial class IoUringConnection : ConnectionContext,
     private readonly ulong _sendUserData;
     private readonly ulong _cancelUserData;
 
-    private readonly IDuplexPipe _application; // the transport's ends: writes Input, reads Output
+    private readonly IDuplexPipe _originalTransport; // the application's ends, even if middleware replaces Transport
     private readonly PipeWriter _input;
     private readonly PipeReader _output;
 
@@ -98,8 +98,7 @@ internal sealed partial class IoUringConnection : ConnectionContext,
         var output = new Pipe(ring.OutputPipeOptions);
         _input = input.Writer;
         _output = output.Reader;
-        _application = new DuplexPipe(output.Reader, input.Writer);
-        Transport = new DuplexPipe(input.Reader, output.Writer);
+        Transport = _originalTransport = new DuplexPipe(input.Reader, output.Writer);
         ConnectionClosed = _connectionClosedSource.Token;
         _sendSource.RunContinuationsAsynchronously = false; // the send loop continues inline on the ring thread
         _onFlushCompleted = OnFlushCompleted;
@@ -171,8 +170,8 @@ internal sealed partial class IoUringConnection : ConnectionContext,
 
     public override async ValueTask DisposeAsync()
     {
-        Transport.Input.Complete();
-        Transport.Output.Complete();
+        _originalTransport.Input.Complete();
+        _originalTransport.Output.Complete();
         await _socketClosed.Task.ConfigureAwait(false);
         await _connectionClosedFired.Task.ConfigureAwait(false);
         _connectionClosedSource.Dispose();

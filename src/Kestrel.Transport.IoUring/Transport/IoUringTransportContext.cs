@@ -11,7 +11,7 @@ internal sealed class IoUringTransportContext(
     IoUringTransportMetrics metrics,
     IoUringCapabilities capabilities,
     IMemoryPoolFactory<byte>? memoryPoolFactory,
-    int fixedFileLimit)
+    DescriptorBudget descriptors)
 {
     /// <summary>The label Kestrel's pool metrics carry for transport pools.</summary>
     private static readonly MemoryPoolOptions s_poolOptions = new() { Owner = "kestrel" };
@@ -21,8 +21,8 @@ internal sealed class IoUringTransportContext(
     public IoUringTransportMetrics Metrics { get; } = metrics;
     public IoUringCapabilities Capabilities { get; } = capabilities;
 
-    /// <summary>The most registered-file slots one ring may have (RLIMIT_NOFILE caps a fixed table).</summary>
-    public int FixedFileLimit { get; } = fixedFileLimit;
+    /// <summary>How many connections the transport may hold before it stops accepting.</summary>
+    public DescriptorBudget Descriptors { get; } = descriptors;
 
     /// <summary>Where the application side of the pipes continues: the thread pool or inline on the ring thread.</summary>
     public PipeScheduler ApplicationScheduler { get; } =

@@ -90,6 +90,13 @@ internal sealed unsafe class RingThread : PipeScheduler
         {
             var self = (RingThread)s!;
             self._stopping = true;
+            foreach (var acceptor in self._acceptors)
+            {
+                if (acceptor is not null)
+                {
+                    self.StopAcceptor(acceptor);
+                }
+            }
             self._slots.AbortAll(new Microsoft.AspNetCore.Connections.ConnectionAbortedException("The io_uring transport is stopping."));
         }, this);
         return _stopped.Task;
@@ -165,7 +172,7 @@ internal sealed unsafe class RingThread : PipeScheduler
         });
         _buffers = new ProvidedBufferRing(_ring, groupId: 0, options.ReceiveBufferCount, options.ReceiveBufferSize);
 
-        int slots = Math.Min(options.FixedFileSlots, _context.FixedFileLimit);
+        int slots = Math.Min(options.FixedFileSlots, _context.Descriptors.FixedSlotsPerRing);
         if (slots > 0)
         {
             try
@@ -372,6 +379,7 @@ internal sealed unsafe class RingThread : PipeScheduler
             _files!.Remove(fixedSlot);
         }
         _slots.Release(connection.Slot);
+        _context.Descriptors.OnClosed();
     }
 
     private void OnAccepted(Acceptor acceptor, int fd)
@@ -411,6 +419,7 @@ internal sealed unsafe class RingThread : PipeScheduler
         }
         _slots.Set(slot, connection);
         _context.Metrics.OnConnectionAccepted();
+        _context.Descriptors.OnOpened();
         connection.Start();
         acceptor.Listener.OnConnectionAccepted(connection);
     }
@@ -439,30 +448,44 @@ internal sealed unsafe class RingThread : PipeScheduler
         Post(static s =>
         {
             var (self, acceptor) = ((RingThread, Acceptor))s!;
-            if (acceptor.Stopped)
-            {
-                return;
-            }
-            acceptor.Stopped = true;
-            if (acceptor.Armed)
-            {
-                IoUringSqe* sqe = self._ring.GetSqe();
-                SqePreparation.PrepareCancel(sqe, acceptor.UserData, UserData.Encode(OperationKind.Cancel, 0, acceptor.Index));
-            }
-            else if (acceptor.Paused)
-            {
-                IoUringSqe* sqe = self._ring.GetSqe();
-                SqePreparation.PrepareCancel(sqe, acceptor.PauseUserData, UserData.Encode(OperationKind.Cancel, 0, acceptor.Index));
-            }
-            self.MaybeFinishAcceptor(acceptor);
+            self.StopAcceptor(acceptor);
         }, (this, acceptor));
         return acceptor.Finished.Task;
+    }
+
+    private void StopAcceptor(Acceptor acceptor)
+    {
+        if (acceptor.Stopped)
+        {
+            return;
+        }
+        acceptor.Stopped = true;
+        if (acceptor.Armed)
+        {
+            IoUringSqe* sqe = _ring.GetSqe();
+            SqePreparation.PrepareCancel(sqe, acceptor.UserData, UserData.Encode(OperationKind.Cancel, 0, acceptor.Index));
+        }
+        else if (acceptor.Paused)
+        {
+            IoUringSqe* sqe = _ring.GetSqe();
+            SqePreparation.PrepareCancel(sqe, acceptor.PauseUserData, UserData.Encode(OperationKind.Cancel, 0, acceptor.Index));
+        }
+        MaybeFinishAcceptor(acceptor);
     }
 
     private void ArmAccept(Acceptor acceptor)
     {
         IoUringSqe* sqe = _ring.GetSqe();
-        SqePreparation.PrepareMultishotAccept(sqe, acceptor.Listener.ListenFd, acceptor.UserData);
+        // A multishot accept takes everything in the backlog before we see a single completion, so it could run
+        // the process out of descriptors. Near the budget, accept one connection per SQE instead.
+        if (_context.Descriptors.Remaining > _context.Options.Backlog + 64)
+        {
+            SqePreparation.PrepareMultishotAccept(sqe, acceptor.Listener.ListenFd, acceptor.UserData);
+        }
+        else
+        {
+            SqePreparation.PrepareAccept(sqe, acceptor.Listener.ListenFd, acceptor.UserData);
+        }
         acceptor.Armed = true;
     }
 
@@ -481,11 +504,18 @@ internal sealed unsafe class RingThread : PipeScheduler
 
         if (UserData.KindOf(cqe.UserData) == OperationKind.Timeout)
         {
-            // The pause after EMFILE/ENFILE is over (or was cancelled by unbind).
+            // The pause is over (or was cancelled by unbind): accept again unless still out of descriptors.
             acceptor.Paused = false;
             if (!acceptor.Stopped)
             {
-                ArmAccept(acceptor);
+                if (_context.Descriptors.IsExhausted)
+                {
+                    PauseAcceptor(acceptor, reason: null); // still exhausted: wait again, without logging again
+                }
+                else
+                {
+                    ArmAccept(acceptor);
+                }
             }
             MaybeFinishAcceptor(acceptor);
             return;
@@ -507,24 +537,17 @@ internal sealed unsafe class RingThread : PipeScheduler
             {
                 _context.Log.AcceptFailed(acceptor.Listener.EndPoint, e);
             }
+            if (_context.Descriptors.IsExhausted && !acceptor.Stopped)
+            {
+                PauseAcceptor(acceptor, $"the transport holds {_context.Descriptors.Open} connections, its share of RLIMIT_NOFILE");
+                return;
+            }
         }
         else if (res == -Errno.EMFILE || res == -Errno.ENFILE || res == -Errno.ENOMEM || res == -Errno.ENOBUFS)
         {
             // Out of descriptors or memory: stop accepting for a moment instead of spinning on the same error;
             // established connections carry on, and the backlog waits in the kernel.
-            _context.Metrics.AcceptPauses.Add(1);
-            _context.Log.AcceptPaused(acceptor.Listener.EndPoint, Errno.Name(res));
-            if (acceptor.Armed)
-            {
-                IoUringSqe* cancel = _ring.GetSqe();
-                SqePreparation.PrepareCancel(cancel, acceptor.UserData, UserData.Encode(OperationKind.Cancel, 0, acceptor.Index));
-            }
-            if (!acceptor.Paused && !acceptor.Stopped)
-            {
-                acceptor.Paused = true;
-                IoUringSqe* sqe = _ring.GetSqe();
-                SqePreparation.PrepareTimeout(sqe, _acceptPauseTimespec, acceptor.PauseUserData);
-            }
+            PauseAcceptor(acceptor, Errno.Name(res));
             return;
         }
         // ECANCELED (unbind), ECONNABORTED (a connection reset in the backlog) and the like: nothing to hand out.
@@ -534,6 +557,29 @@ internal sealed unsafe class RingThread : PipeScheduler
             ArmAccept(acceptor);
         }
         MaybeFinishAcceptor(acceptor);
+    }
+
+    /// <summary>Cancels the acceptor's multishot accept and retries after 100 ms (a timeout in the ring, no spinning).</summary>
+    private void PauseAcceptor(Acceptor acceptor, string? reason)
+    {
+        if (acceptor.Paused || acceptor.Stopped)
+        {
+            return;
+        }
+        if (reason is not null)
+        {
+            _context.Metrics.AcceptPauses.Add(1);
+            _context.Log.AcceptPaused(acceptor.Listener.EndPoint, reason);
+        }
+        if (acceptor.Armed)
+        {
+            IoUringSqe* cancel = _ring.GetSqe();
+            SqePreparation.PrepareCancel(cancel, acceptor.UserData, UserData.Encode(OperationKind.Cancel, 0, acceptor.Index));
+            cancel->Flags |= SqeFlags.CqeSkipSuccess;
+        }
+        acceptor.Paused = true;
+        IoUringSqe* sqe = _ring.GetSqe();
+        SqePreparation.PrepareTimeout(sqe, _acceptPauseTimespec, acceptor.PauseUserData);
     }
 
     private void MaybeFinishAcceptor(Acceptor acceptor)
