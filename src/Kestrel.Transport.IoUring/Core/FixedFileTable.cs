@@ -61,6 +61,9 @@ internal sealed unsafe class FixedFileTable : IDisposable
         return r;
     }
 
+    /// <summary>Returns a slot that a CLOSE_DIRECT emptied to the free list; call only once its completion arrived.</summary>
+    public void Release(int slot) => _free.Push(slot);
+
     private int Update(int slot, int fd)
     {
         int value = fd;

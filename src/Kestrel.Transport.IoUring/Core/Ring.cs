@@ -168,6 +168,9 @@ internal sealed unsafe class Ring : IDisposable
     /// <summary>SQEs prepared but not yet handed to the kernel.</summary>
     public uint PendingSubmissions => _sqeTail - Volatile.Read(ref *_sqHead);
 
+    /// <summary>Free SQ entries: how many SQEs can be prepared before the next submit.</summary>
+    public uint SubmissionSpaceLeft => SubmissionQueueEntries - (_sqeTail - Volatile.Read(ref *_sqHead));
+
     /// <summary>Completions waiting in the CQ ring.</summary>
     public uint ReadyCompletions => Volatile.Read(ref *_cqTail) - *_cqHead;
 
@@ -236,10 +239,20 @@ internal sealed unsafe class Ring : IDisposable
 
         if (IsSqPoll)
         {
-            // The kernel thread consumes the SQ by itself; only wake it, or wait for completions.
-            flags |= SqPollNeedsWakeup ? EnterFlags.SqWakeup : EnterFlags.None;
+            // The kernel thread consumes the SQ by itself: enter only to wake it, to wait for room, or to wait for
+            // completions. A full barrier between publishing the tail and reading the flags (liburing's
+            // sq_ring_needs_enter), or the thread could fall asleep just after we looked.
+            Interlocked.MemoryBarrier();
+            if (SqPollNeedsWakeup)
+            {
+                flags |= EnterFlags.SqWakeup;
+            }
+            if (_sqeTail - Volatile.Read(ref *_sqHead) >= SubmissionQueueEntries && (flags & EnterFlags.GetEvents) == 0)
+            {
+                flags |= EnterFlags.SqWait;
+            }
             toSubmit = 0;
-            if ((flags & (EnterFlags.SqWakeup | EnterFlags.GetEvents)) == 0)
+            if ((flags & (EnterFlags.SqWakeup | EnterFlags.SqWait | EnterFlags.GetEvents)) == 0)
             {
                 return 0;
             }

@@ -57,6 +57,7 @@ internal sealed partial class IoUringConnection : ConnectionContext,
 
     // ---- ring-thread state ----
     private Exception? _shutdownReason;
+    private bool _sendFinOnClose;
     private bool _closed;
 
     private bool _receiveArmed;
@@ -219,7 +220,7 @@ internal sealed partial class IoUringConnection : ConnectionContext,
         else
         {
             _log.ConnectionWriteFin(ConnectionId, _shutdownReason.Message);
-            LinuxSyscalls.Shutdown(_fd, LinuxSyscalls.ShutRdWr);
+            _sendFinOnClose = true; // SHUTDOWN goes out linked before the close, once the kernel holds no request of ours
         }
 
         CancelReceive();
@@ -243,8 +244,8 @@ internal sealed partial class IoUringConnection : ConnectionContext,
         }
         _closed = true;
         CompleteReceive(null);
-        _ring.ReleaseConnection(this, _fixedSlot);
-        LinuxSyscalls.Close(_fd);
+        _ring.CloseSocket(_fd, _fixedSlot, _sendFinOnClose);
+        _ring.ReleaseConnection(this);
         if (_message is not null)
         {
             NativeMemory.Free(_message);

@@ -38,6 +38,7 @@ internal sealed unsafe class RingThread : PipeScheduler
     private ulong* _eventFdValue;
     private KernelTimespec* _acceptPauseTimespec;
     private int _sleeping;
+    private int _pendingCloses; // CLOSE SQEs whose completion has not arrived: the loop may not end before
     private volatile bool _stopping;
     private bool _zeroCopyEnabled;
 
@@ -203,7 +204,7 @@ internal sealed unsafe class RingThread : PipeScheduler
         while (true)
         {
             RunWork();
-            if (_stopping && _slots.Count == 0 && !HasArmedAcceptors())
+            if (_stopping && _slots.Count == 0 && _pendingCloses == 0 && !HasArmedAcceptors())
             {
                 break;
             }
@@ -300,6 +301,9 @@ internal sealed unsafe class RingThread : PipeScheduler
                     sender.OnSendCompleted(cqe);
                 }
                 break;
+            case OperationKind.Close:
+                OnCloseCompleted(cqe);
+                break;
             default:
                 // Cancel and other bookkeeping completions carry nothing the loop needs.
                 break;
@@ -372,14 +376,56 @@ internal sealed unsafe class RingThread : PipeScheduler
 
     // ---- connections ----------------------------------------------------------------------------------------------
 
-    public void ReleaseConnection(IoUringConnection connection, int fixedSlot)
+    /// <summary>Forgets a closed connection: its slot (with a new generation) and its place in the descriptor budget.</summary>
+    public void ReleaseConnection(IoUringConnection connection)
     {
-        if (fixedSlot >= 0)
-        {
-            _files!.Remove(fixedSlot);
-        }
         _slots.Release(connection.Slot);
         _context.Descriptors.OnClosed();
+    }
+
+    /// <summary>
+    /// Closes a connection's socket with one hard-linked chain, submitted with the turn's other SQEs: SHUTDOWN (the
+    /// FIN, when <paramref name="sendFin"/>) → CLOSE_DIRECT of its registered slot → CLOSE of its descriptor. Hard
+    /// links keep the order even when a step fails (SHUTDOWN of a reset socket), so a SHUTDOWN on an io-wq worker
+    /// can never race the close. The registered slot is reused only after its CLOSE_DIRECT completed.
+    /// </summary>
+    public void CloseSocket(int fd, int fixedSlot, bool sendFin)
+    {
+        if (_ring.SubmissionSpaceLeft < 3)
+        {
+            _ring.Submit(); // a link chain must not be split across two submits
+        }
+        IoUringSqe* sqe;
+        if (sendFin)
+        {
+            sqe = _ring.GetSqe();
+            bool useFixed = fixedSlot >= 0;
+            SqePreparation.PrepareShutdown(sqe, useFixed ? fixedSlot : fd, useFixed, LinuxSyscalls.ShutRdWr, UserData.Encode(OperationKind.Shutdown, 0, 0));
+            sqe->Flags |= SqeFlags.IoHardLink | SqeFlags.CqeSkipSuccess;
+        }
+        if (fixedSlot >= 0)
+        {
+            sqe = _ring.GetSqe();
+            SqePreparation.PrepareCloseDirect(sqe, fixedSlot, UserData.Encode(OperationKind.Close, CloseDirectMarker, fixedSlot));
+            sqe->Flags |= SqeFlags.IoHardLink;
+        }
+        sqe = _ring.GetSqe();
+        SqePreparation.PrepareClose(sqe, fd, UserData.Encode(OperationKind.Close, CloseFdMarker, 0));
+        _pendingCloses++;
+    }
+
+    private const uint CloseFdMarker = 0, CloseDirectMarker = 1;
+
+    private void OnCloseCompleted(in IoUringCqe cqe)
+    {
+        if (UserData.GenerationOf(cqe.UserData) == CloseDirectMarker)
+        {
+            _files!.Release(UserData.SlotOf(cqe.UserData));
+        }
+        else
+        {
+            _pendingCloses--;
+        }
     }
 
     private void OnAccepted(Acceptor acceptor, int fd)
