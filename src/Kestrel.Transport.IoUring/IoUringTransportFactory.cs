@@ -157,11 +157,16 @@ public sealed class IoUringTransportFactory : IConnectionListenerFactory, IConne
         if (o.ZeroCopySendThreshold == 0) disabled.Add("send_zc (ZeroCopySendThreshold = 0)");
         else if (!caps.SendZeroCopy) disabled.Add("send_zc (not supported by this kernel)");
         if (!rings[0].UsesFixedFiles) disabled.Add("registered files (registration failed)");
-        string features = $"multishot accept, multishot recv with a provided buffer ring ({o.ReceiveBufferCount} x {o.ReceiveBufferSize} B per ring)"
+        var ring = rings[0].Ring;
+        string features = (ring.IsSqPoll ? $"SQPOLL (idle {o.SqPollIdleMilliseconds} ms{(o.SqPollCpu >= 0 ? $", from CPU {o.SqPollCpu}" : "")}), " : "")
+            + $"multishot accept, multishot recv with a provided buffer ring ({o.ReceiveBufferCount} x {o.ReceiveBufferSize} B per ring"
+            + (rings[0].Buffers.IsIncremental ? ", incremental" : "") + ")"
             + (rings[0].UsesFixedFiles ? ", registered files" : "")
-            + (rings[0].Ring.IsRingFdRegistered ? ", registered ring fd" : "")
-            + $", {string.Join("|", caps.SetupFlags.Where(f => f is "SINGLE_ISSUER" or "DEFER_TASKRUN" or "SUBMIT_ALL" or "NO_SQ_ARRAY"))}"
+            + (ring.IsRingFdRegistered ? ", registered ring fd" : "")
+            + $", setup {ring.Flags}"
             + (o.ZeroCopySendThreshold > 0 && caps.SendZeroCopy ? $", send_zc from {o.ZeroCopySendThreshold} B" : "");
+        if (o.SqPoll && !ring.IsSqPoll) disabled.Add("SQPOLL (refused by the kernel)");
+        if (o.IncrementalReceiveBuffers && !rings[0].Buffers.IsIncremental) disabled.Add("incremental receive buffers (not supported by this kernel)");
         return $"{rings.Length} ring(s) on Linux {caps.KernelRelease}, SQ {rings[0].Ring.SubmissionQueueEntries} / CQ {rings[0].Ring.CompletionQueueEntries}; "
             + $"application code on the {(o.ApplicationScheduling == ApplicationSchedulingMode.Inline ? "ring threads (inline)" : "thread pool")}; "
             + $"features: {features}"

@@ -22,6 +22,7 @@ internal sealed unsafe class ProvidedBufferRing : IDisposable
     private readonly uint _mask;
     private ushort _tail; // local tail; the kernel sees it after Publish
     private bool _registered;
+    private readonly int[]? _filled; // incremental mode: bytes of each buffer already used by earlier completions
 
     public ProvidedBufferRing(Ring ring, ushort groupId, int entryCount, int bufferSize, bool incremental = false)
     {
@@ -59,9 +60,13 @@ internal sealed unsafe class ProvidedBufferRing : IDisposable
         _registered = true;
         IsIncremental = incremental;
 
+        if (incremental)
+        {
+            _filled = new int[entryCount];
+        }
         for (int i = 0; i < entryCount; i++)
         {
-            Recycle((ushort)i);
+            AddToRing((ushort)i);
         }
         Publish();
     }
@@ -71,7 +76,7 @@ internal sealed unsafe class ProvidedBufferRing : IDisposable
     public int BufferSize { get; }
     public bool IsIncremental { get; }
 
-    /// <summary>Buffers currently lent to the kernel or to the owner (EntryCount − handed back).</summary>
+    /// <summary>Buffers the owner has taken out of completions and not yet recycled.</summary>
     public int OutstandingBuffers { get; private set; }
 
     /// <summary>Total bytes of buffer memory.</summary>
@@ -95,12 +100,48 @@ internal sealed unsafe class ProvidedBufferRing : IDisposable
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Recycle(ushort bufferId)
     {
+        AddToRing(bufferId);
+        OutstandingBuffers--;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void AddToRing(ushort bufferId)
+    {
         IoUringBuf* e = &_entries[_tail & _mask];
         e->Address = (ulong)(_buffers + (nuint)bufferId * (nuint)BufferSize);
         e->Length = (uint)BufferSize;
         e->BufferId = bufferId;
         _tail++;
-        OutstandingBuffers--;
+    }
+
+    /// <summary>
+    /// The bytes a recv completion delivered. In incremental mode (IOU_PBUF_RING_INC) one buffer serves several
+    /// completions, each continuing where the previous one ended, so the data starts at that buffer's fill mark.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ReadOnlySpan<byte> Received(ushort bufferId, int length)
+    {
+        int offset = _filled is null ? 0 : _filled[bufferId];
+        return new ReadOnlySpan<byte>(_buffers + (nuint)bufferId * (nuint)BufferSize + (nuint)offset, length);
+    }
+
+    /// <summary>
+    /// Hands a completion's buffer back once its bytes were copied out. With <paramref name="kernelKeepsBuffer"/>
+    /// (IORING_CQE_F_BUF_MORE, incremental mode) the kernel still fills the rest of the buffer: only the fill mark moves.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Release(ushort bufferId, int length, bool kernelKeepsBuffer)
+    {
+        if (_filled is not null)
+        {
+            if (kernelKeepsBuffer)
+            {
+                _filled[bufferId] += length;
+                return;
+            }
+            _filled[bufferId] = 0;
+        }
+        AddToRing(bufferId);
     }
 
     /// <summary>Makes every recycled buffer visible to the kernel (store-release of the ring's u16 tail).</summary>

@@ -57,12 +57,11 @@ internal sealed partial class IoUringConnection
         int res = cqe.Result;
         if (res > 0)
         {
-            ReadOnlySpan<byte> data = _ring.TakeBuffer(cqe.BufferId, res);
             if (!_receiveDone && _shutdownReason is null)
             {
-                CopyToInput(data);
+                CopyToInput(_ring.ReceivedBytes(cqe));
             }
-            _ring.ReturnBuffer(cqe.BufferId);
+            _ring.ReleaseReceiveBuffer(cqe);
         }
         else if (res == 0)
         {
@@ -76,8 +75,7 @@ internal sealed partial class IoUringConnection
         {
             if (cqe.HasBuffer)
             {
-                _ring.TakeBuffer(cqe.BufferId, 0);
-                _ring.ReturnBuffer(cqe.BufferId);
+                _ring.ReleaseReceiveBuffer(cqe);
             }
             OnReceiveError(-res);
         }

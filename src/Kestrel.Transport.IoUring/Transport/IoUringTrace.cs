@@ -56,6 +56,9 @@ internal sealed partial class IoUringTrace(ILogger logger)
     [LoggerMessage(105, LogLevel.Error, "Setting up an accepted connection on {EndPoint} failed.", EventName = "AcceptFailed")]
     public partial void AcceptFailed(EndPoint? endPoint, Exception ex);
 
+    [LoggerMessage(107, LogLevel.Warning, "Ring {Ring}: SQPOLL was refused ({Error}); this ring runs in the default mode.", EventName = "SqPollUnavailable")]
+    public partial void SqPollUnavailable(int ring, string error);
+
     [LoggerMessage(106, LogLevel.Critical, "Ring {Ring} failed; its connections were aborted.", EventName = "RingFailed")]
     public partial void RingFailed(int ring, Exception ex);
 }

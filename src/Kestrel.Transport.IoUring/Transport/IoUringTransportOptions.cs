@@ -98,6 +98,27 @@ public sealed class IoUringTransportOptions
     /// </summary>
     public bool FinOnError { get; set; } = AppContext.TryGetSwitch("Microsoft.AspNetCore.Server.Kestrel.FinOnError", out bool finOnError) && finOnError;
 
+    /// <summary>
+    /// SQPOLL mode: a kernel thread per ring polls the submission queue, so submitting needs no system call while it
+    /// is busy. It burns a CPU while polling: worth it only with cores to spare (dedicated cores, high load). It
+    /// excludes DEFER_TASKRUN. Where the kernel refuses it, the ring falls back to the default mode with a warning.
+    /// Default false.
+    /// </summary>
+    public bool SqPoll { get; set; }
+
+    /// <summary>With <see cref="SqPoll"/>: milliseconds the kernel thread keeps polling an idle ring before it sleeps. Default 1000.</summary>
+    public int SqPollIdleMilliseconds { get; set; } = 1000;
+
+    /// <summary>With <see cref="SqPoll"/>: pin ring i's kernel thread to CPU (SqPollCpu + i) mod the CPU count; -1 leaves it unpinned. Default -1.</summary>
+    public int SqPollCpu { get; set; } = -1;
+
+    /// <summary>
+    /// Incremental consumption of provided buffers (IOU_PBUF_RING_INC, Linux 6.12): a receive buffer is filled by
+    /// several completions instead of one, so small requests waste less of it. Used only where the kernel accepts it.
+    /// Default false.
+    /// </summary>
+    public bool IncrementalReceiveBuffers { get; set; }
+
     /// <summary>Test seam: pretend io_uring_setup fails with this errno.</summary>
     internal int? SimulatedSetupErrno { get; set; }
 

@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Collections.Concurrent;
 using System.IO.Pipelines;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using Kestrel.Transport.IoUring.Abi;
 using Kestrel.Transport.IoUring.Core;
@@ -166,12 +167,9 @@ internal sealed unsafe class RingThread : PipeScheduler
     private void Initialize()
     {
         var options = _context.Options;
-        _ring = Ring.Create(new RingOptions
-        {
-            SubmissionQueueEntries = (uint)options.SubmissionQueueSize,
-            CompletionQueueEntries = (uint)options.CompletionQueueSize,
-        });
-        _buffers = new ProvidedBufferRing(_ring, groupId: 0, options.ReceiveBufferCount, options.ReceiveBufferSize);
+        _ring = CreateRing(options);
+        bool incremental = options.IncrementalReceiveBuffers && _context.Capabilities.IncrementalBufferRings;
+        _buffers = new ProvidedBufferRing(_ring, groupId: 0, options.ReceiveBufferCount, options.ReceiveBufferSize, incremental);
 
         int slots = Math.Min(options.FixedFileSlots, _context.Descriptors.FixedSlotsPerRing);
         if (slots > 0)
@@ -196,6 +194,38 @@ internal sealed unsafe class RingThread : PipeScheduler
         _acceptPauseTimespec = (KernelTimespec*)NativeMemory.AllocZeroed((nuint)sizeof(KernelTimespec));
         _acceptPauseTimespec->Nanoseconds = 100_000_000; // 100 ms between retries when accept runs out of descriptors
         _zeroCopyEnabled = options.ZeroCopySendThreshold > 0 && _context.Capabilities.SendZeroCopy;
+    }
+
+    private Ring CreateRing(IoUringTransportOptions options)
+    {
+        var ringOptions = new RingOptions
+        {
+            SubmissionQueueEntries = (uint)options.SubmissionQueueSize,
+            CompletionQueueEntries = (uint)options.CompletionQueueSize,
+        };
+        if (!options.SqPoll)
+        {
+            return Ring.Create(ringOptions);
+        }
+
+        // SQPOLL excludes DEFER_TASKRUN: completions then arrive without our entering, and the loop's wait changes
+        // with it (Ring.SubmitAndWait wakes the kernel thread or waits for room as needed).
+        var flags = (RingOptions.DefaultFlags & ~SetupFlags.DeferTaskRun) | SetupFlags.SqPoll;
+        uint cpu = 0;
+        if (options.SqPollCpu >= 0)
+        {
+            flags |= SetupFlags.SqAff;
+            cpu = (uint)((options.SqPollCpu + Index) % Environment.ProcessorCount);
+        }
+        try
+        {
+            return Ring.Create(ringOptions with { Flags = flags, SqThreadIdleMilliseconds = (uint)options.SqPollIdleMilliseconds, SqThreadCpu = cpu });
+        }
+        catch (IoUringException e)
+        {
+            _context.Log.SqPollUnavailable(Index, e.ErrorName);
+            return Ring.Create(ringOptions);
+        }
     }
 
     private void Loop()
@@ -292,7 +322,7 @@ internal sealed unsafe class RingThread : PipeScheduler
                 else if (cqe.HasBuffer)
                 {
                     // A late completion for a connection that has gone: its buffer still goes back.
-                    ReturnBuffer(cqe.BufferId);
+                    ReleaseReceiveBuffer(cqe);
                 }
                 break;
             case OperationKind.Send:
@@ -320,14 +350,14 @@ internal sealed unsafe class RingThread : PipeScheduler
 
     // ---- buffers --------------------------------------------------------------------------------------------------
 
-    /// <summary>Takes a received buffer's bytes; the caller copies them out before <see cref="ReturnBuffer"/>.</summary>
-    public ReadOnlySpan<byte> TakeBuffer(ushort bufferId, int length)
-    {
-        _buffers.MarkTaken();
-        return _buffers.GetBuffer(bufferId, length);
-    }
+    /// <summary>The bytes a recv completion delivered; copy them out, then <see cref="ReleaseReceiveBuffer"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ReadOnlySpan<byte> ReceivedBytes(in IoUringCqe cqe) => _buffers.Received(cqe.BufferId, cqe.Result);
 
-    public void ReturnBuffer(ushort bufferId) => _buffers.Recycle(bufferId);
+    /// <summary>Gives a completion's buffer back to the kernel (published at the end of the turn).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void ReleaseReceiveBuffer(in IoUringCqe cqe)
+        => _buffers.Release(cqe.BufferId, Math.Max(cqe.Result, 0), (cqe.Flags & CqeFlags.BufferMore) != 0);
 
     public void OnBuffersExhausted()
     {
