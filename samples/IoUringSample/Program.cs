@@ -20,6 +20,7 @@ app.MapGet("/", (HttpContext context) =>
 // Echoes the request body back: try `curl --data-binary @file http://localhost:5000/echo`.
 app.MapPost("/echo", async (HttpContext context) =>
 {
+    context.Features.Get<Microsoft.AspNetCore.Http.Features.IHttpMaxRequestBodySizeFeature>()!.MaxRequestBodySize = null;
     context.Response.ContentType = "application/octet-stream";
     await context.Request.Body.CopyToAsync(context.Response.Body);
 });

@@ -142,7 +142,22 @@ internal sealed partial class IoUringConnection
             _unflushedInput = true;
             return;
         }
-        FlushInput();
+        if (!_flushQueued)
+        {
+            // One flush per connection per batch of completions: a burst of receives wakes the reader once.
+            _flushQueued = true;
+            _ring.QueueInputFlush(this);
+        }
+    }
+
+    /// <summary>Called by the ring after a batch of completions for connections that received bytes in it.</summary>
+    public void FlushQueuedInput()
+    {
+        _flushQueued = false;
+        if (!_receiveDone && !_flushPending)
+        {
+            FlushInput();
+        }
     }
 
     private void FlushInput()

@@ -65,6 +65,7 @@ internal sealed partial class IoUringConnection : ConnectionContext,
     private ValueTask<FlushResult> _pendingFlush;
     private bool _flushPending;
     private bool _unflushedInput;
+    private bool _flushQueued;
 
     private ManualResetValueTaskSourceCore<int> _sendSource;
     private bool _sendInFlight;

@@ -29,6 +29,7 @@ internal sealed unsafe class RingThread : PipeScheduler
     private readonly Queue<WorkItem> _localWork = new();
     private readonly IoUringCqe[] _completions = new IoUringCqe[CompletionBatch];
     private readonly List<IoUringConnection> _receiveRearms = new();
+    private readonly List<IoUringConnection> _inputFlushes = new();
     private readonly ConnectionSlots _slots = new();
     private readonly List<Acceptor?> _acceptors = new();
 
@@ -282,6 +283,7 @@ internal sealed unsafe class RingThread : PipeScheduler
             {
                 Dispatch(in _completions[i]);
             }
+            FlushReceivedInput();
         }
         while (n == CompletionBatch);
     }
@@ -369,6 +371,19 @@ internal sealed unsafe class RingThread : PipeScheduler
 
     /// <summary>Re-arms <paramref name="connection"/>'s multishot recv at the end of this turn, after recycled buffers are published.</summary>
     public void QueueReceiveRearm(IoUringConnection connection) => _receiveRearms.Add(connection);
+
+    /// <summary>Flushes <paramref name="connection"/>'s input pipe after the current batch of completions.</summary>
+    public void QueueInputFlush(IoUringConnection connection) => _inputFlushes.Add(connection);
+
+    private void FlushReceivedInput()
+    {
+        // Index loop: a flush may run application code inline, which may queue more.
+        for (int i = 0; i < _inputFlushes.Count; i++)
+        {
+            _inputFlushes[i].FlushQueuedInput();
+        }
+        _inputFlushes.Clear();
+    }
 
     private void ArmPendingReceives()
     {
