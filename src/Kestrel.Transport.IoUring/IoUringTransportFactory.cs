@@ -164,7 +164,10 @@ public sealed class IoUringTransportFactory : IConnectionListenerFactory, IConne
             + (rings[0].UsesFixedFiles ? ", registered files" : "")
             + (ring.IsRingFdRegistered ? ", registered ring fd" : "")
             + $", setup {ring.Flags}"
-            + (o.ZeroCopySendThreshold > 0 && caps.SendZeroCopy ? $", send_zc from {o.ZeroCopySendThreshold} B" : "");
+            + (o.ZeroCopySendThreshold > 0 && caps.SendZeroCopy ? $", send_zc from {o.ZeroCopySendThreshold} B" : "")
+            + (rings[0].SendArena is { } arena ? $", registered send buffers ({arena.ChunkCount} x {arena.ChunkSize / 1024} KiB per ring)" : "");
+        if (o.RegisteredSendBufferSize > 0 && rings[0].SendArena is null)
+            disabled.Add(o.ZeroCopySendThreshold == 0 ? "registered send buffers (they need ZeroCopySendThreshold > 0)" : "registered send buffers (registration failed)");
         if (o.SqPoll && !ring.IsSqPoll) disabled.Add("SQPOLL (refused by the kernel)");
         if (o.IncrementalReceiveBuffers && !rings[0].Buffers.IsIncremental) disabled.Add("incremental receive buffers (not supported by this kernel)");
         return $"{rings.Length} ring(s) on Linux {caps.KernelRelease}, SQ {rings[0].Ring.SubmissionQueueEntries} / CQ {rings[0].Ring.CompletionQueueEntries}; "

@@ -16,6 +16,8 @@ internal enum OperationKind : byte
     Timeout = 8,
     Nop = 9,
     Test = 10,
+    /// <summary>A SEND_ZC from a registered arena chunk; the generation bits carry the chunk index.</summary>
+    ArenaSend = 11,
 }
 
 /// <summary>

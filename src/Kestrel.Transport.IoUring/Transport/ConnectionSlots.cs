@@ -45,6 +45,18 @@ internal sealed class ConnectionSlots
         return false;
     }
 
+    /// <summary>The slot's current occupant, whatever its generation: only for completions that cannot outlive it.</summary>
+    public bool TryGetAny(int slot, out IoUringConnection connection)
+    {
+        if ((uint)slot < (uint)_highWater && _connections[slot] is { } c)
+        {
+            connection = c;
+            return true;
+        }
+        connection = null!;
+        return false;
+    }
+
     public void Release(int slot)
     {
         _connections[slot] = null;

@@ -104,6 +104,22 @@ internal sealed partial class IoUringConnection
         int threshold = _context.Options.ZeroCopySendThreshold;
         bool zeroCopy = _ring.ZeroCopyEnabled && buffer.Length >= threshold;
 
+        if (zeroCopy && _ring.SendArena is { } arena && arena.TryRent(out int chunk, out byte* chunkMemory))
+        {
+            // Copy into registered memory and send that: the kernel pins nothing per send, and our notification
+            // bookkeeping moves to the ring, so the next send needs no wait for this one's notification.
+            int length = (int)Math.Min(buffer.Length, arena.ChunkSize);
+            buffer.Slice(0, length).CopyTo(new Span<byte>(chunkMemory, length));
+            IoUringSqe* arenaSqe = _ring.Ring.GetSqe();
+            SqePreparation.PrepareSendZeroCopy(arenaSqe, IoFd, IoFixed, chunkMemory, (uint)length,
+                UserData.Encode(OperationKind.ArenaSend, (uint)chunk, Slot), reportUsage: true, RegisteredBufferArena.BufferIndex);
+            _sendInFlight = true;
+            _zeroCopyInFlight = false;
+            _zeroCopyResultSeen = false;
+            _zeroCopyNotificationPending = false;
+            return new ValueTask<int>(this, _sendSource.Version);
+        }
+
         IoUringSqe* sqe = _ring.Ring.GetSqe();
         if (buffer.IsSingleSegment)
         {

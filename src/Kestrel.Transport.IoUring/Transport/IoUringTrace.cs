@@ -59,6 +59,9 @@ internal sealed partial class IoUringTrace(ILogger logger)
     [LoggerMessage(107, LogLevel.Warning, "Ring {Ring}: SQPOLL was refused ({Error}); this ring runs in the default mode.", EventName = "SqPollUnavailable")]
     public partial void SqPollUnavailable(int ring, string error);
 
+    [LoggerMessage(108, LogLevel.Warning, "Ring {Ring}: registering send buffers failed ({Error}); sends are not registered. RLIMIT_MEMLOCK may be too low.", EventName = "RegisteredBuffersUnavailable")]
+    public partial void RegisteredBuffersUnavailable(int ring, string error);
+
     [LoggerMessage(106, LogLevel.Critical, "Ring {Ring} failed; its connections were aborted.", EventName = "RingFailed")]
     public partial void RingFailed(int ring, Exception ex);
 }

@@ -119,6 +119,16 @@ public sealed class IoUringTransportOptions
     /// </summary>
     public bool IncrementalReceiveBuffers { get; set; }
 
+    /// <summary>
+    /// Bytes of registered (fixed) send memory per ring, in 64 KiB chunks; 0 (the default) turns it off. With
+    /// zero-copy on (<see cref="ZeroCopySendThreshold"/> &gt; 0), sends of at least the threshold are copied into a
+    /// registered chunk and sent with SEND_ZC + IORING_RECVSEND_FIXED_BUF: no per-send page pinning or RLIMIT_MEMLOCK
+    /// charge, and the response memory goes back to the pool before the kernel's notification, so the next send
+    /// need not wait for it. The registration is charged to RLIMIT_MEMLOCK once; where it fails the ring sends
+    /// without it and logs why.
+    /// </summary>
+    public int RegisteredSendBufferSize { get; set; }
+
     /// <summary>Test seam: pretend io_uring_setup fails with this errno.</summary>
     internal int? SimulatedSetupErrno { get; set; }
 

@@ -29,6 +29,8 @@ internal sealed class IoUringTransportOptionsValidator : IValidateOptions<IoUrin
         Check(o.ZeroCopySendThreshold >= 0, nameof(o.ZeroCopySendThreshold), o.ZeroCopySendThreshold, "it must be 0 (off) or a positive byte count");
         Check(o.SqPollIdleMilliseconds is >= 0 and <= 600_000, nameof(o.SqPollIdleMilliseconds), o.SqPollIdleMilliseconds, "it must be from 0 to 600000");
         Check(o.SqPollCpu >= -1, nameof(o.SqPollCpu), o.SqPollCpu, "it must be -1 (unpinned) or a CPU number");
+        Check(o.RegisteredSendBufferSize == 0 || o.RegisteredSendBufferSize is >= 64 * 1024 and <= 1 << 30,
+            nameof(o.RegisteredSendBufferSize), o.RegisteredSendBufferSize, "it must be 0 (off) or from 65536 to 1073741824 bytes");
         Check(Enum.IsDefined(o.ApplicationScheduling), nameof(o.ApplicationScheduling), o.ApplicationScheduling, "it must be ThreadPool or Inline");
         Check(Enum.IsDefined(o.WhenUnavailable), nameof(o.WhenUnavailable), o.WhenUnavailable, "it must be FallBackToSockets or Throw");
 

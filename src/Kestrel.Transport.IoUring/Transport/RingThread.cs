@@ -36,6 +36,7 @@ internal sealed unsafe class RingThread : PipeScheduler
     private Ring _ring = null!;
     private ProvidedBufferRing _buffers = null!;
     private FixedFileTable? _files;
+    private RegisteredBufferArena? _sendArena;
     private int _eventFd = -1;
     private ulong* _eventFdValue;
     private KernelTimespec* _acceptPauseTimespec;
@@ -72,6 +73,11 @@ internal sealed unsafe class RingThread : PipeScheduler
     public Ring Ring => _ring;
     public ProvidedBufferRing Buffers => _buffers;
     public bool UsesFixedFiles => _files is not null;
+
+    /// <summary>Registered send memory, when <see cref="IoUringTransportOptions.RegisteredSendBufferSize"/> is set and registration worked.</summary>
+    public RegisteredBufferArena? SendArena => _sendArena;
+
+    public const int SendArenaChunkSize = 64 * 1024;
     public bool ZeroCopyEnabled => _zeroCopyEnabled;
     public int ConnectionCount => _slots.Count;
 
@@ -183,6 +189,19 @@ internal sealed unsafe class RingThread : PipeScheduler
             {
                 // Without a fixed table every connection uses its ordinary descriptor: slower, still correct.
                 _context.Log.FixedFilesUnavailable(Index, e.ErrorName);
+            }
+        }
+
+        if (options.RegisteredSendBufferSize > 0 && options.ZeroCopySendThreshold > 0 && _context.Capabilities.SendZeroCopy)
+        {
+            try
+            {
+                _sendArena = new RegisteredBufferArena(_ring, Math.Max(1, options.RegisteredSendBufferSize / SendArenaChunkSize), SendArenaChunkSize);
+            }
+            catch (IoUringException e)
+            {
+                // Typically ENOMEM: RLIMIT_MEMLOCK too low for the registration. Sends still work, unregistered.
+                _context.Log.RegisteredBuffersUnavailable(Index, e.ErrorName);
             }
         }
 
@@ -336,6 +355,9 @@ internal sealed unsafe class RingThread : PipeScheduler
             case OperationKind.Close:
                 OnCloseCompleted(cqe);
                 break;
+            case OperationKind.ArenaSend:
+                OnArenaSendCompleted(cqe);
+                break;
             default:
                 // Cancel and other bookkeeping completions carry nothing the loop needs.
                 break;
@@ -416,6 +438,30 @@ internal sealed unsafe class RingThread : PipeScheduler
         {
             _zeroCopyEnabled = false;
             _context.Log.ZeroCopyDisabled(Index, ZeroCopyCopies, ZeroCopySends);
+        }
+    }
+
+    /// <summary>
+    /// A registered-arena SEND_ZC: its result CQE goes to the connection (which cannot have closed: it waits for
+    /// every result); its notification, which may come after the connection is gone, only returns the chunk, whose
+    /// index travels in the generation bits.
+    /// </summary>
+    private void OnArenaSendCompleted(in IoUringCqe cqe)
+    {
+        int chunk = (int)UserData.GenerationOf(cqe.UserData);
+        if (cqe.IsNotification)
+        {
+            _sendArena!.Return(chunk);
+            OnZeroCopyNotification(((uint)cqe.Result & IoUringValues.NotifUsageZcCopied) != 0);
+            return;
+        }
+        if (!cqe.HasMore)
+        {
+            _sendArena!.Return(chunk); // no notification follows
+        }
+        if (_slots.TryGetAny(UserData.SlotOf(cqe.UserData), out var connection))
+        {
+            connection.OnSendCompleted(cqe);
         }
     }
 
@@ -699,6 +745,7 @@ internal sealed unsafe class RingThread : PipeScheduler
     private void Cleanup()
     {
         _files?.Dispose();
+        _sendArena?.Dispose();
         _buffers?.Dispose();
         _ring?.Dispose(); // closing the ring fd also drops anything still registered
         if (_eventFd >= 0)
