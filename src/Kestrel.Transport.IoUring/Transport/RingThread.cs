@@ -615,7 +615,11 @@ internal sealed unsafe class RingThread : PipeScheduler
         IoUringSqe* sqe = _ring.GetSqe();
         // A multishot accept takes everything in the backlog before we see a single completion, so it could run
         // the process out of descriptors. Near the budget, accept one connection per SQE instead.
-        if (_context.Descriptors.Remaining > _context.Options.Backlog + 64)
+        // With several rings on one listening socket, multishot would also send every connection to one ring: the
+        // kernel's accept poll is exclusive and wakes the first waiter on the socket, and a multishot waiter never
+        // leaves that queue. A single-shot accept leaves it when it fires and queues up again behind the other
+        // rings when re-armed, so arrivals rotate over the rings.
+        if (_context.Descriptors.Remaining > _context.Options.Backlog + 64 && _context.Options.RingCount == 1)
         {
             SqePreparation.PrepareMultishotAccept(sqe, acceptor.Listener.ListenFd, acceptor.UserData);
         }

@@ -61,6 +61,9 @@ public sealed class IoUringTestServer : IAsyncDisposable
         builder.Logging.ClearProviders();
         builder.Logging.SetMinimumLevel(LogLevel.Debug);
         builder.Logging.AddProvider(sink);
+        // A provider-specific rule wins over any "Logging" section an appsettings.json in the output directory brings
+        // (a referenced project's file is copied there): the sink always sees every record down to Debug.
+        builder.Logging.AddFilter<TestLogSink>(null, LogLevel.Debug);
         builder.WebHost.UseIoUring(o =>
         {
             o.RingCount = 2;
