@@ -6,10 +6,13 @@ using Microsoft.AspNetCore.Connections;
 namespace Kestrel.Transport.IoUring.Transport;
 
 /// <summary>
-/// A bound listening socket with a multishot accept armed on every ring. Each ring sets up the connections it
-/// accepts and queues them here; Kestrel takes them with <see cref="AcceptAsync"/>. The socket itself is created and
-/// bound with <see cref="Socket"/> so that binding (dual mode, Unix paths, port 0, errors) behaves as in the Sockets
-/// transport.
+/// A bound listening socket with one multishot accept, on one ring (listeners take turns, so several listeners
+/// share the accepting work). That ring spreads the accepted connections round-robin over all rings: it sets up its
+/// own share and hands the others' descriptors over. (Arming a multishot accept on every ring would not spread them:
+/// the kernel's exclusive accept wake-up always picks the first waiter, and a multishot waiter never leaves the
+/// queue.) Each ring queues its connections here; Kestrel takes them with <see cref="AcceptAsync"/>. The socket is
+/// created and bound with <see cref="Socket"/>, so binding (dual mode, Unix paths, port 0, errors) behaves as in the
+/// Sockets transport.
 /// </summary>
 internal sealed class IoUringConnectionListener : IConnectionListener
 {
@@ -30,7 +33,22 @@ internal sealed class IoUringConnectionListener : IConnectionListener
         EndPoint = endPoint;
     }
 
+    private static int s_listenerCount = -1;
+    private int _nextRing;
+    private volatile bool _unbinding;
+
     public EndPoint EndPoint { get; private set; }
+
+    /// <summary>Unbind has begun: connections accepted from now on are refused.</summary>
+    public bool IsUnbinding => _unbinding;
+
+    /// <summary>The ring that gets the next accepted connection (called on the acceptor's ring thread only).</summary>
+    public RingThread NextRing()
+    {
+        RingThread ring = _rings[_nextRing];
+        _nextRing = (_nextRing + 1) % _rings.Length;
+        return ring;
+    }
 
     public int ListenFd { get; private set; } = -1;
 
@@ -47,7 +65,8 @@ internal sealed class IoUringConnectionListener : IConnectionListener
             socket.Listen(_context.Options.Backlog);
             _listenSocket = socket;
             ListenFd = (int)socket.Handle;
-            await Task.WhenAll(_rings.Select(r => r.AddAcceptorAsync(this))).ConfigureAwait(false);
+            _nextRing = Interlocked.Increment(ref s_listenerCount) % _rings.Length;
+            await _rings[_nextRing].AddAcceptorAsync(this).ConfigureAwait(false);
         }
         catch
         {
@@ -145,6 +164,7 @@ internal sealed class IoUringConnectionListener : IConnectionListener
 
     private async Task UnbindCoreAsync()
     {
+        _unbinding = true;
         (RingThread Ring, Acceptor Acceptor)[] acceptors;
         lock (_gate)
         {

@@ -519,13 +519,36 @@ internal sealed unsafe class RingThread : PipeScheduler
         }
     }
 
+    /// <summary>
+    /// A connection accepted by this ring's acceptor. The listener spreads connections round-robin over the rings:
+    /// this ring sets it up itself or hands the descriptor to the ring whose turn it is.
+    /// </summary>
     private void OnAccepted(Acceptor acceptor, int fd)
     {
-        if (_stopping || acceptor.Stopped)
+        _context.Descriptors.OnOpened();
+        RingThread target = acceptor.Listener.NextRing();
+        if (target == this)
+        {
+            SetUpConnection(acceptor.Listener, fd);
+        }
+        else
+        {
+            target.Post(static s =>
+            {
+                var (ring, listener, fd) = ((RingThread, IoUringConnectionListener, int))s!;
+                ring.SetUpConnection(listener, fd);
+            }, (target, acceptor.Listener, fd));
+        }
+    }
+
+    private void SetUpConnection(IoUringConnectionListener listener, int fd)
+    {
+        if (_stopping || listener.IsUnbinding)
         {
             // Accepted after unbind: refuse it the way a closed listener would.
             SocketOptions.SetLingerZero(fd);
             LinuxSyscalls.Close(fd);
+            _context.Descriptors.OnClosed();
             return;
         }
 
@@ -544,26 +567,27 @@ internal sealed unsafe class RingThread : PipeScheduler
         IoUringConnection connection;
         try
         {
-            connection = new IoUringConnection(this, acceptor.Listener, slot, generation, fd, fixedSlot,
+            connection = new IoUringConnection(this, listener, slot, generation, fd, fixedSlot,
                 SocketAddresses.LocalEndPoint(fd), SocketAddresses.RemoteEndPoint(fd));
         }
-        catch
+        catch (Exception e)
         {
             _slots.Release(slot);
             if (fixedSlot >= 0) _files!.Remove(fixedSlot);
             LinuxSyscalls.Close(fd);
-            throw;
+            _context.Descriptors.OnClosed();
+            _context.Log.AcceptFailed(listener.EndPoint, e);
+            return;
         }
         _slots.Set(slot, connection);
         _context.Metrics.OnConnectionAccepted();
-        _context.Descriptors.OnOpened();
         connection.Start();
-        acceptor.Listener.OnConnectionAccepted(connection);
+        listener.OnConnectionAccepted(connection);
     }
 
     // ---- acceptors ------------------------------------------------------------------------------------------------
 
-    /// <summary>Arms a multishot accept on <paramref name="listener"/>'s socket. Call on any thread; completes when armed.</summary>
+    /// <summary>Makes this ring <paramref name="listener"/>'s acceptor: a multishot accept on its socket. Any thread; completes when armed.</summary>
     public Task AddAcceptorAsync(IoUringConnectionListener listener)
     {
         var tcs = new TaskCompletionSource<Acceptor>(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -615,11 +639,7 @@ internal sealed unsafe class RingThread : PipeScheduler
         IoUringSqe* sqe = _ring.GetSqe();
         // A multishot accept takes everything in the backlog before we see a single completion, so it could run
         // the process out of descriptors. Near the budget, accept one connection per SQE instead.
-        // With several rings on one listening socket, multishot would also send every connection to one ring: the
-        // kernel's accept poll is exclusive and wakes the first waiter on the socket, and a multishot waiter never
-        // leaves that queue. A single-shot accept leaves it when it fires and queues up again behind the other
-        // rings when re-armed, so arrivals rotate over the rings.
-        if (_context.Descriptors.Remaining > _context.Options.Backlog + 64 && _context.Options.RingCount == 1)
+        if (_context.Descriptors.Remaining > _context.Options.Backlog + 64)
         {
             SqePreparation.PrepareMultishotAccept(sqe, acceptor.Listener.ListenFd, acceptor.UserData);
         }
@@ -670,14 +690,7 @@ internal sealed unsafe class RingThread : PipeScheduler
         int res = cqe.Result;
         if (res >= 0)
         {
-            try
-            {
-                OnAccepted(acceptor, res);
-            }
-            catch (Exception e)
-            {
-                _context.Log.AcceptFailed(acceptor.Listener.EndPoint, e);
-            }
+            OnAccepted(acceptor, res);
             if (_context.Descriptors.IsExhausted && !acceptor.Stopped)
             {
                 PauseAcceptor(acceptor, $"the transport holds {_context.Descriptors.Open} connections, its share of RLIMIT_NOFILE");
