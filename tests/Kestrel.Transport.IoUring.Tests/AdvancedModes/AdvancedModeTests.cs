@@ -138,7 +138,7 @@ public sealed class AdvancedModeTests(ITestOutputHelper output)
     {
         // Every close is a SHUTDOWN -> CLOSE_DIRECT -> CLOSE chain: after 2,000 short connections the fd count is
         // back where it was and the registered slots are reusable (a full table would show as fixed_files.full).
-        await using var server = await StartAsync(o => { o.RingCount = 1; o.FixedFileSlots = 256; } // 50 open + 50 closing at most);
+        await using var server = await StartAsync(o => { o.RingCount = 1; o.FixedFileSlots = 256; }); // room for 50 open + 50 closing
         using var metrics = new TransportMetricsCollector(server.Services);
         using (var warm = server.CreateClient())
         {
