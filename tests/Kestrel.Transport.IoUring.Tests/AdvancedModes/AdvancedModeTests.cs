@@ -4,7 +4,6 @@ using Kestrel.Transport.IoUring.Tests.Infrastructure;
 using Kestrel.Transport.IoUring.Tests.Protocols;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
-using Microsoft.AspNetCore.Http.Features;
 using Xunit.Abstractions;
 
 namespace Kestrel.Transport.IoUring.Tests.AdvancedModes;
@@ -21,28 +20,13 @@ public sealed class AdvancedModeTests(ITestOutputHelper output)
 
     private static void MapEndpoints(WebApplication app)
     {
+        // "/" with a Content-Length (the raw pipelined client reads Content-Length responses only).
         app.MapGet("/", async (HttpContext c) =>
         {
             c.Response.ContentLength = 5;
             await c.Response.Body.WriteAsync("hello"u8.ToArray());
         });
-        app.MapPost("/hash", async (HttpContext context) =>
-        {
-            context.Features.Get<IHttpMaxRequestBodySizeFeature>()!.MaxRequestBodySize = null;
-            var (hash, length) = await ProtocolEndpoints.HashBodyAsync(context.Request.Body);
-            return $"{hash}:{length}";
-        });
-        app.MapGet("/download/{length:long}", async (HttpContext context, long length) =>
-        {
-            context.Response.ContentLength = length;
-            var buffer = new byte[256 * 1024];
-            for (long offset = 0; offset < length; offset += buffer.Length)
-            {
-                int n = (int)Math.Min(buffer.Length, length - offset);
-                PatternData.Fill(buffer.AsSpan(0, n), offset);
-                await context.Response.Body.WriteAsync(buffer.AsMemory(0, n));
-            }
-        });
+        LargeTransferTests.MapTransferEndpoints(app); // POST /upload, GET /download/{size}
     }
 
     private async Task<IoUringTestServer> StartAsync(Action<IoUringTransportOptions> configure)
@@ -51,9 +35,9 @@ public sealed class AdvancedModeTests(ITestOutputHelper output)
     private static async Task AssertBytesIntactAsync(IoUringTestServer server)
     {
         using var client = server.CreateClient();
-        using (var response = await client.PostAsync("/hash", new PatternContent(UploadBytes, 99)))
+        using (var response = await client.PostAsync("/upload", new PatternContent(UploadBytes, 99)))
         {
-            Assert.Equal($"{PatternData.Sha256(UploadBytes, 99)}:{UploadBytes}", await response.Content.ReadAsStringAsync());
+            Assert.Equal($"{UploadBytes}:{PatternData.Sha256(UploadBytes, 99)}", await response.Content.ReadAsStringAsync());
         }
         using (var stream = await client.GetStreamAsync($"/download/{DownloadBytes}"))
         {

@@ -4,7 +4,6 @@ using Kestrel.Transport.IoUring.Tests.Infrastructure;
 using Kestrel.Transport.IoUring.Tests.Protocols;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
-using Microsoft.AspNetCore.Http.Features;
 using Xunit.Abstractions;
 
 namespace Kestrel.Transport.IoUring.Tests.Hardening;
@@ -19,12 +18,7 @@ public sealed class ResourceLimitTests(ITestOutputHelper output)
     private static void MapHashEndpoint(WebApplication app)
     {
         app.MapGet("/", () => "hello");
-        app.MapPost("/hash", async (HttpContext context) =>
-        {
-            context.Features.Get<IHttpMaxRequestBodySizeFeature>()!.MaxRequestBodySize = null;
-            var (hash, length) = await ProtocolEndpoints.HashBodyAsync(context.Request.Body);
-            return $"{hash}:{length}";
-        });
+        LargeTransferTests.MapTransferEndpoints(app); // POST /upload answers "<length>:<sha256>"
     }
 
     private static async Task UploadManyAndVerifyAsync(IoUringTestServer server, int clients, long bytesEach)
@@ -33,9 +27,9 @@ public sealed class ResourceLimitTests(ITestOutputHelper output)
         var uploads = Enumerable.Range(0, clients).Select(async i =>
         {
             ulong seed = (ulong)i * 7919 + 1;
-            using var response = await client.PostAsync("/hash", new PatternContent(bytesEach, seed));
+            using var response = await client.PostAsync("/upload", new PatternContent(bytesEach, seed));
             response.EnsureSuccessStatusCode();
-            Assert.Equal($"{PatternData.Sha256(bytesEach, seed)}:{bytesEach}", await response.Content.ReadAsStringAsync());
+            Assert.Equal($"{bytesEach}:{PatternData.Sha256(bytesEach, seed)}", await response.Content.ReadAsStringAsync());
         });
         await Task.WhenAll(uploads);
     }
