@@ -122,7 +122,7 @@ public sealed class IoUringCapabilities
             caps.Features = NamesOf(ring.Features);
             caps.RegisteredRingFd = ring.IsRingFdRegistered;
             var ops = KernelProbe.SupportedOpcodes(ring);
-            caps.Opcodes = ops.Select(o => o.ToString()).OrderBy(s => s, StringComparer.Ordinal).ToArray();
+            caps.Opcodes = ops.OrderBy(o => (int)o).Select(OpcodeName).ToArray();
             caps.SendZeroCopy = ops.Contains(IoUringOpcode.SendZc);
             caps.BufferRings = KernelProbe.TryBufferRing(ring, incremental: false) == 0;
             caps.IncrementalBufferRings = caps.BufferRings && KernelProbe.TryBufferRing(ring, incremental: true) == 0;
@@ -157,8 +157,46 @@ public sealed class IoUringCapabilities
             .ToArray();
     }
 
+    /// <summary>The kernel's own spelling where PascalCase → UPPER_SNAKE gets it wrong (IORING_SETUP_DEFER_TASKRUN, not DEFER_TASK_RUN).</summary>
+    private static readonly Dictionary<string, string> s_kernelNames = new()
+    {
+        ["DeferTaskRun"] = "DEFER_TASKRUN",
+        ["CoopTaskRun"] = "COOP_TASKRUN",
+        ["TaskRunFlag"] = "TASKRUN_FLAG",
+        ["NoSqArray"] = "NO_SQARRAY",
+        ["SqPoll"] = "SQPOLL",
+        ["IoPoll"] = "IOPOLL",
+        ["SqPollNonFixed"] = "SQPOLL_NONFIXED",
+        ["Poll32Bits"] = "POLL_32BITS",
+        ["RegRegRing"] = "REG_REG_RING",
+        ["NoIoWait"] = "NO_IOWAIT",
+        ["RwAttr"] = "RW_ATTR",
+        ["NoDrop"] = "NODROP",
+        ["RecvSendBundle"] = "RECVSEND_BUNDLE",
+    };
+
+    /// <summary>IORING_OP_* names by number, as in the kernel's enum io_uring_op (through 6.16).</summary>
+    private static readonly string[] s_opcodeNames =
+    [
+        "NOP", "READV", "WRITEV", "FSYNC", "READ_FIXED", "WRITE_FIXED", "POLL_ADD", "POLL_REMOVE", "SYNC_FILE_RANGE",
+        "SENDMSG", "RECVMSG", "TIMEOUT", "TIMEOUT_REMOVE", "ACCEPT", "ASYNC_CANCEL", "LINK_TIMEOUT", "CONNECT",
+        "FALLOCATE", "OPENAT", "CLOSE", "FILES_UPDATE", "STATX", "READ", "WRITE", "FADVISE", "MADVISE", "SEND", "RECV",
+        "OPENAT2", "EPOLL_CTL", "SPLICE", "PROVIDE_BUFFERS", "REMOVE_BUFFERS", "TEE", "SHUTDOWN", "RENAMEAT",
+        "UNLINKAT", "MKDIRAT", "SYMLINKAT", "LINKAT", "MSG_RING", "FSETXATTR", "SETXATTR", "FGETXATTR", "GETXATTR",
+        "SOCKET", "URING_CMD", "SEND_ZC", "SENDMSG_ZC", "READ_MULTISHOT", "WAITID", "FUTEX_WAIT", "FUTEX_WAKE",
+        "FUTEX_WAITV", "FIXED_FD_INSTALL", "FTRUNCATE", "BIND", "LISTEN", "RECV_ZC", "EPOLL_WAIT", "READV_FIXED",
+        "WRITEV_FIXED", "PIPE",
+    ];
+
+    private static string OpcodeName(IoUringOpcode op)
+        => (int)op < s_opcodeNames.Length ? s_opcodeNames[(int)op] : $"OP_{(int)op}";
+
     private static string ToUpperSnake(string pascal)
     {
+        if (s_kernelNames.TryGetValue(pascal, out string? name))
+        {
+            return name;
+        }
         var sb = new StringBuilder();
         for (int i = 0; i < pascal.Length; i++)
         {
