@@ -1,7 +1,6 @@
 using System.Buffers.Binary;
 using System.Net;
 using System.Net.Sockets;
-using System.Text;
 using Kestrel.Transport.IoUring.Abi;
 
 namespace Kestrel.Transport.IoUring.Transport;
@@ -11,6 +10,7 @@ internal static unsafe class SocketAddresses
 {
     private const int AfUnix = 1, AfInet = 2, AfInet6 = 10;
     private const int MaxSockAddr = 128; // sizeof(struct sockaddr_storage)
+    private static readonly UnixDomainSocketEndPoint s_unixTemplate = new("/");
 
     public static EndPoint? LocalEndPoint(int fd)
     {
@@ -31,7 +31,7 @@ internal static unsafe class SocketAddresses
     {
         if (sockaddr.Length < 2)
         {
-            return sockaddr.Length == 0 ? null : new UnixDomainSocketEndPoint("");
+            return null;
         }
         int family = BitConverter.ToUInt16(sockaddr);
         switch (family)
@@ -42,15 +42,11 @@ internal static unsafe class SocketAddresses
                 long scope = BitConverter.ToUInt32(sockaddr[24..]);
                 return new IPEndPoint(new IPAddress(sockaddr.Slice(8, 16), scope), BinaryPrimitives.ReadUInt16BigEndian(sockaddr[2..]));
             case AfUnix:
-                ReadOnlySpan<byte> path = sockaddr[2..];
-                if (path.Length > 0 && path[0] == 0)
-                {
-                    // Abstract namespace: .NET writes these as a leading '\0'.
-                    return new UnixDomainSocketEndPoint("\0" + Encoding.UTF8.GetString(path[1..]));
-                }
-                int end = path.IndexOf((byte)0);
-                string p = Encoding.UTF8.GetString(end < 0 ? path : path[..end]);
-                return new UnixDomainSocketEndPoint(p);
+                // Let .NET build it, as Socket.RemoteEndPoint would: an accepted Unix socket's peer is usually unnamed
+                // (no path), which the public UnixDomainSocketEndPoint constructor rejects; Create handles it.
+                var address = new SocketAddress(AddressFamily.Unix, sockaddr.Length);
+                sockaddr.CopyTo(address.Buffer.Span);
+                return s_unixTemplate.Create(address);
             default:
                 return null;
         }
