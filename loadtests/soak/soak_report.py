@@ -8,6 +8,7 @@ Prints the verdict on the server log and exits 1 if the log holds unexpected ent
 """
 import argparse
 import csv
+import gzip
 import json
 import math
 import os
@@ -58,7 +59,8 @@ def classify_server_log(path):
                     return
             unexpected.append(f"{level}: {category}: {text.strip()[:600]}")
 
-    with open(path, errors="replace") as f:
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt", errors="replace") as f:
         for line in f:
             m = re.match(r"^(trce|dbug|info|warn|fail|crit): (\S+)", line)
             if m:
@@ -283,10 +285,19 @@ def render_md(rows, s, args, log_counts, log_expected, log_unexpected, meta):
         L.append(f"| peak RSS | {peak['time']:.0f} s | {mb(peak['rss_kb'])} | {mb(peak['rss_anon_kb'])} | {peak['vm_pin_kb']:.0f} kB | {peak['fds']:.0f} | {peak['server_conns']:.0f} | {peak['threads']:.0f} |")
     L.append("")
     if s.get("baseline_fd_kinds") and s.get("end_fd_kinds"):
-        L.append("Descriptors by kind, baseline → end: " + ", ".join(
-            f"{k} {s['baseline_fd_kinds'].get(k, 0)} → {s['end_fd_kinds'].get(k, 0)}"
-            for k in sorted(set(s["baseline_fd_kinds"]) | set(s["end_fd_kinds"]))) + ". "
-            "(\"file\" is mostly assemblies the runtime keeps open; a few more load on first use.)")
+        idle_kinds = s.get("idle_fd_kinds") or {}
+        L.append("Descriptors by kind, idle → baseline → end: " + ", ".join(
+            f"{k} {idle_kinds.get(k, 0)} → {s['baseline_fd_kinds'].get(k, 0)} → {s['end_fd_kinds'].get(k, 0)}"
+            for k in sorted(set(idle_kinds) | set(s["baseline_fd_kinds"]) | set(s["end_fd_kinds"]))) + ". "
+            "\"file\" is mostly assemblies the runtime keeps open, a few more of them loaded on first use "
+            "(e.g. WebSockets); the idle sample's sockets are the listener, the runtime's diagnostics socket and the client's "
+            "probe connection.")
+        L.append("")
+    if idle and end and end["Threads"] > base.get("Threads", end["Threads"]):
+        L.append(f"Threads: {idle['Threads']} idle, {base['Threads']} at the baseline, {end['Threads']} at the end. The thread "
+                 "pool adds threads when its work items wait (more so when other processes hold the CPUs) and retires "
+                 "them after about 20 s idle, so the end sample, 10 s after the load, still holds them; their stacks are "
+                 "part of the RSS growth over the baseline.")
         L.append("")
     t = s.get("trend_last_half")
     if t:
@@ -337,9 +348,10 @@ def render_md(rows, s, args, log_counts, log_expected, log_unexpected, meta):
     L.append("")
     L.append("## Machine")
     L.append("")
+    labels = {"commit": "commit built and soaked"}
     for k in ("kernel", "cpu", "memory", "dotnet", "runtime", "commit", "pinning", "note"):
         if m.get(k):
-            L.append(f"- {k}: {m[k]}")
+            L.append(f"- {labels.get(k, k)}: {m[k]}")
     L.append(f"- seed: {s['seed']} (re-run the same mix with `SOAK_ARGS=\"--seed {s['seed']}\"`)")
     L.append("")
     return "\n".join(L)
