@@ -371,9 +371,20 @@ internal sealed unsafe class Ring : IDisposable
             return;
         }
         _disposed = true;
+        if (IsRingFdRegistered)
+        {
+            // The registered ring fd lives in the owner thread's own table (at most 16 per thread) and holds a
+            // reference to the ring: without this the ring outlives its fd until that thread exits, and the thread
+            // runs out of slots. Only the owner can remove it.
+            if (IsOwnerThread)
+            {
+                IoUringRsrcUpdate update = new() { Offset = (uint)_enterFd };
+                LinuxSyscalls.IoUringRegister(_fd, RegisterOpcode.UnregisterRingFds, &update, 1);
+            }
+        }
         ReleaseMemory();
         NativeMemory.Free(_eventsArg);
-        LinuxSyscalls.Close(_fd); // also drops the registered ring fd, registered files and buffer rings
+        LinuxSyscalls.Close(_fd); // also drops registered files, buffers and buffer rings
         GC.SuppressFinalize(this);
     }
 

@@ -20,6 +20,17 @@ public sealed unsafe class RingTests
     }
 
     [Fact]
+    public void DisposeUnregistersTheRingFdSoAThreadCanCreateRingsForever()
+    {
+        // A thread has 16 registered-ring slots; each ring must give its slot back when disposed.
+        for (int i = 0; i < 40; i++)
+        {
+            using var h = new RingHarness(sqEntries: 4, cqEntries: 8);
+            Assert.True(h.Ring.IsRingFdRegistered, $"ring {i} found no registered-ring slot");
+        }
+    }
+
+    [Fact]
     public void NopRoundTripCarriesUserData()
     {
         using var h = new RingHarness();
