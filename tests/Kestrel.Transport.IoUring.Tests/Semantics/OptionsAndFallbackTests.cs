@@ -1,0 +1,164 @@
+using Kestrel.Transport.IoUring.Tests.Infrastructure;
+using Kestrel.Transport.IoUring.Tests.Protocols;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+
+namespace Kestrel.Transport.IoUring.Tests.Semantics;
+
+/// <summary>Bad options fail start-up by name; an unusable io_uring gives one warning naming why, and Sockets serves.</summary>
+public sealed class OptionsAndFallbackTests
+{
+    private static void MapWhoServes(WebApplication app)
+        => app.MapGet("/", (HttpContext c) => c.Features.Get<IIoUringConnectionFeature>() is null ? "sockets" : "io_uring");
+
+    public static TheoryData<string, Action<IoUringTransportOptions>> InvalidOptions => new()
+    {
+        { nameof(IoUringTransportOptions.RingCount), o => o.RingCount = 0 },
+        { nameof(IoUringTransportOptions.SubmissionQueueSize), o => o.SubmissionQueueSize = 100 },
+        { nameof(IoUringTransportOptions.CompletionQueueSize), o => { o.SubmissionQueueSize = 64; o.CompletionQueueSize = 64; } },
+        { nameof(IoUringTransportOptions.ReceiveBufferCount), o => o.ReceiveBufferCount = 3 },
+        { nameof(IoUringTransportOptions.ReceiveBufferSize), o => o.ReceiveBufferSize = 10 },
+        { nameof(IoUringTransportOptions.Backlog), o => o.Backlog = 0 },
+        { nameof(IoUringTransportOptions.ZeroCopySendThreshold), o => o.ZeroCopySendThreshold = -1 },
+        { nameof(IoUringTransportOptions.RegisteredSendBufferSize), o => o.RegisteredSendBufferSize = 1000 },
+        { nameof(IoUringTransportOptions.MaxReadBufferSize), o => o.MaxReadBufferSize = -5 },
+    };
+
+    [Theory]
+    [MemberData(nameof(InvalidOptions))]
+    public async Task InvalidOptionsFailStartUpNamingTheOption(string option, Action<IoUringTransportOptions> configure)
+    {
+        var e = await Assert.ThrowsAnyAsync<Exception>(() => IoUringTestServer.StartAsync(configureTransport: configure));
+        var validation = e as OptionsValidationException ?? e.InnerException as OptionsValidationException
+            ?? (e.InnerException?.InnerException as OptionsValidationException);
+        Assert.NotNull(validation);
+        Assert.Contains($"IoUringTransportOptions.{option}", validation!.Message);
+    }
+
+    [Fact]
+    public async Task OptionsBindFromConfiguration()
+    {
+        await using var server = await IoUringTestServer.StartAsync(configureServices: services =>
+        {
+            // What "Kestrel:IoUring:RingCount": 1 in appsettings.json does.
+            var config = new ConfigurationBuilder()
+                .AddInMemoryCollection(new Dictionary<string, string?> { ["Kestrel:IoUring:RingCount"] = "1", ["Kestrel:IoUring:ReceiveBufferCount"] = "256" })
+                .Build();
+            services.Configure<IoUringTransportOptions>(config.GetSection("Kestrel:IoUring"));
+        }, configureTransport: _ => { });
+        // The test server sets RingCount = 2 in its UseIoUring action; configuration registered afterwards wins.
+        Assert.Equal(1, server.Factory.RingCount);
+    }
+
+    [Theory]
+    [InlineData(1, "EPERM")]
+    [InlineData(38, "ENOSYS")]
+    public async Task UnusableIoUringFallsBackToSocketsWithOneWarning(int errno, string name)
+    {
+        await using var server = await IoUringTestServer.StartAsync(MapWhoServes, configureTransport: o => o.SimulatedSetupErrno = errno, requireIoUring: false);
+        Assert.False(server.Factory.IsUsingIoUring);
+        Assert.Contains(name, server.Factory.FallbackReason);
+        using var client = server.CreateClient();
+        Assert.Equal("sockets", await client.GetStringAsync("/"));
+        var warning = Assert.Single(server.Logs.Records, r => r.Category == "Kestrel.Transport.IoUring" && r.Level == LogLevel.Warning);
+        Assert.Equal("FallingBackToSockets", warning.EventId.Name);
+        Assert.Contains(name, warning.Message);
+    }
+
+    [Fact]
+    public async Task WhenUnavailableThrowFailsStartUpNamingTheReason()
+    {
+        var e = await Assert.ThrowsAnyAsync<Exception>(() => IoUringTestServer.StartAsync(configureTransport: o =>
+        {
+            o.SimulatedSetupErrno = 1;
+            o.WhenUnavailable = IoUringUnavailableBehavior.Throw;
+        }, requireIoUring: false));
+        var root = e is PlatformNotSupportedException ? e : e.InnerException ?? e;
+        Assert.IsType<PlatformNotSupportedException>(root);
+        Assert.Contains("EPERM", root.Message);
+        Assert.Contains("WhenUnavailable", root.Message);
+    }
+
+    [Fact]
+    public async Task EnabledFalseServesWithSocketsWithoutProbing()
+    {
+        await using var server = await IoUringTestServer.StartAsync(MapWhoServes, configureTransport: o => o.Enabled = false, requireIoUring: false);
+        Assert.Contains("Enabled = false", server.Factory.FallbackReason);
+        using var client = server.CreateClient();
+        Assert.Equal("sockets", await client.GetStringAsync("/"));
+    }
+
+    [Fact]
+    public async Task StartUpLogsOneInformationLineNamingTheRings()
+    {
+        await using var server = await IoUringTestServer.StartAsync(configureTransport: o => o.RingCount = 2);
+        var started = Assert.Single(server.Logs.Records, r => r.Category == "Kestrel.Transport.IoUring" && r.EventId.Name == "TransportStarted");
+        Assert.Equal(LogLevel.Information, started.Level);
+        Assert.Contains("2 ring(s)", started.Message);
+        Assert.Contains("multishot accept", started.Message);
+        Assert.Contains("DeferTaskRun", started.Message);
+        Assert.DoesNotContain(server.Logs.Records, r => r.Category == "Kestrel.Transport.IoUring" && r.Level >= LogLevel.Warning);
+    }
+}
+
+/// <summary>Switches that change the whole process or machine run alone, and always restore what they changed.</summary>
+[Collection(HeavyProtocolCollection.Name)]
+public sealed class MachineWideSwitchTests
+{
+    [Fact]
+    public async Task EnvironmentVariableTurnsIoUringOffWithoutProbing()
+    {
+        string? before = Environment.GetEnvironmentVariable(IoUringTransportOptions.DisableEnvironmentVariable);
+        try
+        {
+            Environment.SetEnvironmentVariable(IoUringTransportOptions.DisableEnvironmentVariable, "1");
+            await using var server = await IoUringTestServer.StartAsync(requireIoUring: false);
+            Assert.False(server.Factory.IsUsingIoUring);
+            Assert.Contains(IoUringTransportOptions.DisableEnvironmentVariable, server.Factory.FallbackReason);
+            using var client = server.CreateClient();
+            Assert.Equal("hello", await client.GetStringAsync("/"));
+        }
+        finally
+        {
+            Environment.SetEnvironmentVariable(IoUringTransportOptions.DisableEnvironmentVariable, before);
+        }
+    }
+
+    [RootWithSysctlFact]
+    public void KernelSysctlIoUringDisabledIsReportedAsThePreciseReason()
+    {
+        const string Sysctl = RootWithSysctlFactAttribute.Sysctl;
+        string original = File.ReadAllText(Sysctl).Trim();
+        try
+        {
+            File.WriteAllText(Sysctl, "2");
+            var caps = IoUringCapabilities.Probe();
+            Assert.False(caps.IsSupported);
+            Assert.Equal("EPERM", caps.SetupError);
+            Assert.Contains("kernel.io_uring_disabled is 2", caps.UnavailableReason);
+        }
+        finally
+        {
+            File.WriteAllText(Sysctl, original); // a machine left with io_uring disabled breaks every later run
+        }
+        Assert.True(IoUringCapabilities.Probe().IsSupported);
+    }
+}
+
+/// <summary>A [Fact] that needs root and the kernel.io_uring_disabled sysctl; skipped, saying so, elsewhere.</summary>
+public sealed class RootWithSysctlFactAttribute : FactAttribute
+{
+    public const string Sysctl = "/proc/sys/kernel/io_uring_disabled";
+
+    public RootWithSysctlFactAttribute()
+    {
+        if (!File.Exists(Sysctl) || Environment.UserName != "root")
+        {
+            Skip = "needs root and the kernel.io_uring_disabled sysctl";
+        }
+    }
+}
