@@ -137,7 +137,10 @@ def parse_wrk(text):
     r["rps"] = float(m.group(1))
     for pct, key in (("50", "p50_ms"), ("99", "p99_ms")):
         m = re.search(rf"^\s+{pct}%\s+(\S+)", text, re.M)
-        r[key] = ms(m.group(1)) if m else None
+        value = ms(m.group(1)) if m else None
+        # wrk records latency per request() call, so with pipelining a whole batch is one sample and its high
+        # percentiles can come out as 0.00us: report those as unavailable rather than as zero.
+        r[key] = value if value else None
     m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
     r["socket_errors"] = sum(int(x) for x in m.groups()) if m else 0
     r["socket_errors_detail"] = m.group(0) if m else ""
@@ -234,7 +237,9 @@ def report(args):
     lines.append("Variants: **default** = both transports with default options (io_uring: ApplicationScheduling=ThreadPool); "
                  "**tuned** = Sockets with UnsafePreferInlineScheduling + DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS=1 vs io_uring with "
                  "ApplicationScheduling=Inline. Values are medians over the rounds; CPU = server utime+stime (from /proc/<pid>/stat) "
-                 "in the measured window per 100k responses; peak RSS = VmHWM of that server process.")
+                 "in the measured window per 100k responses; peak RSS = VmHWM of that server process. Pipelined latencies are wrk's "
+                 "per-batch figures (one sample per 16 requests); \"–\" means wrk reported none (it prints 0.00us for high "
+                 "percentiles of pipelined runs).")
     lines.append("")
     lines.append("| mode | variant | scenario | io_uring req/s | Sockets req/s | **ratio** | target | p50 / p99 ms io_uring | p50 / p99 ms Sockets "
                  "| CPU s/100k io_uring | CPU s/100k Sockets | peak RSS MiB io_uring | peak RSS MiB Sockets | errors / non-2xx |")
@@ -339,7 +344,7 @@ def write_svg(path, items, title, meta):
          f'<text x="{width / 2}" y="40" text-anchor="middle" fill="#555">{esc(meta["nproc"] + " CPUs, " + meta["cpu_model"] + ", Linux " + meta["kernel"] + ", commit " + meta["commit"])}</text>',
          f'<rect x="{left}" y="50" width="12" height="10" fill="#2b6cb0"/><text x="{left + 16}" y="59">req/s io_uring ÷ Sockets</text>',
          f'<rect x="{left + 190}" y="50" width="12" height="10" fill="#dd6b20"/><text x="{left + 206}" y="59">CPU per request Sockets ÷ io_uring (&gt;1: io_uring cheaper)</text>',
-         f'<line x1="{left + 560}" y1="55" x2="{left + 572}" y2="55" stroke="black" stroke-width="3"/><text x="{left + 576}" y="59">target</text>']
+         f'<line x1="20" y1="55" x2="20" y2="65" stroke="black" stroke-width="3"/><text x="26" y="64">target (issue 4)</text>']
     step = 0.5 if vmax <= 4 else 1.0
     v = 0.0
     while v <= vmax:
