@@ -11,7 +11,7 @@
 #   MODES="aspnet"                        aspnet and/or platform (platform skips /download)
 #   TOOL=auto|wrk|bombardier              load generator (auto: bombardier if the HTTP one is on PATH, else wrk)
 #   IDLE=5000  IDLE_ACTIVE=32             idle connections and active connections of the idle scenario
-#   SERVER_CPU=0  CLIENT_CPU=1  PORT=5080 ALLOW_FALLBACK=0 ALLOW_BUSY=0
+#   SERVER_CPU=0  CLIENT_CPU=1  PORT=5080  ALLOW_FALLBACK=0 (1: go on when io_uring falls back to Sockets)
 #
 # Writes loadtests/results/<date>-<commit>.md, results/latest.md and results/latest.svg; raw outputs in
 # loadtests/results/raw/<timestamp>/ (not committed). Exits non-zero when a check fails or any socket error or non-2xx
