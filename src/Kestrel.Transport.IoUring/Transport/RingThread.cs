@@ -41,6 +41,7 @@ internal sealed unsafe class RingThread : PipeScheduler
     private ulong* _eventFdValue;
     private KernelTimespec* _acceptPauseTimespec;
     private int _sleeping;
+    private int _wakeQueued; // a wake-up work item is queued on the thread pool
     private int _pendingCloses; // CLOSE SQEs whose completion has not arrived: the loop may not end before
     private volatile bool _stopping;
     private bool _zeroCopyEnabled;
@@ -131,8 +132,23 @@ internal sealed unsafe class RingThread : PipeScheduler
     {
         _remoteWork.Enqueue(new WorkItem(action, state));
         // Dekker pairing with the loop: it sets _sleeping (full fence) and then checks the queue; we enqueued (full
-        // fence) and now check _sleeping. Whoever flips 1 -> 0 writes the eventfd; everyone else knows a wake is coming.
-        if (Volatile.Read(ref _sleeping) == 1 && Interlocked.CompareExchange(ref _sleeping, 0, 1) == 1)
+        // fence) and now check _sleeping. A sleeping ring is woken by a thread-pool item queued behind the work
+        // already waiting there, not by this thread at once: application threads flush many responses in a row
+        // (pipelining, one ring turn's worth of requests), and one wake-up after them lets the ring send them all
+        // with one io_uring_enter, instead of preempting the application for every single response.
+        if (Volatile.Read(ref _sleeping) == 1 && Interlocked.Exchange(ref _wakeQueued, 1) == 0)
+        {
+            System.Threading.ThreadPool.UnsafeQueueUserWorkItem(s_wake, this, preferLocal: false);
+        }
+    }
+
+    private static readonly Action<RingThread> s_wake = static ring => ring.Wake();
+
+    /// <summary>Writes the eventfd if the loop (still) sleeps; whoever flips _sleeping 1 -> 0 writes it.</summary>
+    private void Wake()
+    {
+        Volatile.Write(ref _wakeQueued, 0);
+        if (Interlocked.CompareExchange(ref _sleeping, 0, 1) == 1)
         {
             ulong one = 1;
             LinuxSyscalls.Write(_eventFd, &one, sizeof(ulong));
