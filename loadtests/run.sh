@@ -8,6 +8,9 @@
 #   ROUNDS=3  DURATION=10  WARMUP=10      rounds (order alternates A/B, B/A), seconds measured, seconds of warm-up
 #   SCENARIOS="plaintext-c64 json-c64"    subset (names below; default all); substring match
 #   SCHEDULING=threadpool|inline|both     default options / "tuned" (both inline) / both sets of rows
+#   ADVANCED="sqpoll incremental zerocopy registered"   extra io_uring variants (issue 6), each next to Sockets with
+#                                         default options, on ADVANCED_SCENARIOS (default: plaintext-c64 pipelined-c256
+#                                         download-1mib-c16); ADVANCED="" skips them
 #   MODES="aspnet"                        aspnet and/or platform (platform skips /download)
 #   TOOL=auto|wrk|bombardier              load generator (auto: bombardier if the HTTP one is on PATH, else wrk)
 #   IDLE=5000  IDLE_ACTIVE=32             idle connections and active connections of the idle scenario
@@ -48,6 +51,19 @@ for cmd in dotnet python3 taskset curl; do
 done
 case "$SCHEDULING" in threadpool) VARIANTS="default" ;; inline) VARIANTS="tuned" ;; both) VARIANTS="default tuned" ;;
   *) die "SCHEDULING must be threadpool, inline or both" ;; esac
+ADVANCED="${ADVANCED-sqpoll incremental zerocopy registered}"
+ADVANCED_SCENARIOS="${ADVANCED_SCENARIOS:-plaintext-c64 pipelined-c256 download-1mib-c16}"
+# advanced_env <variant>: the io_uring options of an advanced-mode variant (environment overrides of Kestrel:IoUring)
+advanced_env() {
+  case "$1" in
+    sqpoll) echo "Kestrel__IoUring__SqPoll=true Kestrel__IoUring__SqPollIdleMilliseconds=100" ;;
+    incremental) echo "Kestrel__IoUring__IncrementalReceiveBuffers=true Kestrel__IoUring__ReceiveBufferSize=16384 Kestrel__IoUring__ReceiveBufferCount=256" ;;
+    zerocopy) echo "Kestrel__IoUring__ZeroCopySendThreshold=16384" ;;
+    registered) echo "Kestrel__IoUring__ZeroCopySendThreshold=16384 Kestrel__IoUring__RegisteredSendBufferSize=4194304" ;;
+    *) die "ADVANCED: unknown variant $1 (sqpoll incremental zerocopy registered)" ;;
+  esac
+}
+for v in $ADVANCED; do advanced_env "$v" >/dev/null; done
 for m in $MODES; do [[ "$m" == aspnet || "$m" == platform ]] || die "MODES: unknown mode $m"; done
 SELECTED=""
 for s in $ALL_SCENARIOS; do
@@ -132,6 +148,10 @@ start_server() {
   PORT_SEQ=$((PORT_SEQ + 1)); SERVER_PORT=$((PORT + PORT_SEQ % 500))
   local -a envs=(env -u KESTREL_IOURING_DISABLE DOTNET_gcServer=1 DOTNET_TieredPGO=1)
   if [[ "$transport" == sockets && "$variant" == tuned ]]; then envs+=(DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS=1); fi
+  if [[ "$transport" == iouring && "$variant" != default && "$variant" != tuned ]]; then
+    # shellcheck disable=SC2207
+    envs+=($(advanced_env "$variant"))
+  fi
   "${envs[@]}" taskset -c "$SERVER_CPU" dotnet "$SERVER_DLL" --transport "$transport" --scheduling "$scheduling" --mode "$mode" \
     --urls "http://127.0.0.1:$SERVER_PORT" >"$logf" 2>&1 &
   SERVER_PID=$!
@@ -261,7 +281,7 @@ json.dump(dict(started="$(date -u +%Y-%m-%dT%H:%M:%SZ)", commit="$COMMIT", dirty
                load_note="""$LOAD_NOTE"""), sys.stdout)
 PY
 
-log "measuring: rounds=$ROUNDS duration=${DURATION}s warmup=${WARMUP}s scenarios=[${SELECTED% }] variants=[$VARIANTS] modes=[$MODES]"
+log "measuring: rounds=$ROUNDS duration=${DURATION}s warmup=${WARMUP}s scenarios=[${SELECTED% }] variants=[$VARIANTS${ADVANCED:+ + advanced: $ADVANCED on $ADVANCED_SCENARIOS}] modes=[$MODES]"
 for round in $(seq "$ROUNDS"); do
   if (( round % 2 == 1 )); then ORDER="iouring sockets"; else ORDER="sockets iouring"; fi
   log "round $round of $ROUNDS (order: $ORDER)"
@@ -273,6 +293,14 @@ for round in $(seq "$ROUNDS"); do
           measure "$round" "$scenario" "$mode" "$variant" "$transport"
         done
       done
+      # Advanced io_uring modes: each next to Sockets with default options, on a few representative scenarios.
+      if [[ "$mode" == aspnet && " $ADVANCED_SCENARIOS " == *" $scenario "* ]]; then
+        for variant in $ADVANCED; do
+          for transport in $ORDER; do
+            measure "$round" "$scenario" "$mode" "$variant" "$transport"
+          done
+        done
+      fi
     done
   done
 done

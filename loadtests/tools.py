@@ -218,7 +218,8 @@ def report(args):
     def order(key):
         mode, variant, scenario = key
         return (["aspnet", "platform"].index(mode) if mode in ("aspnet", "platform") else 9,
-                ["default", "tuned"].index(variant) if variant in ("default", "tuned") else 9,
+                ["default", "tuned", "sqpoll", "incremental", "zerocopy", "registered"].index(variant)
+                if variant in ("default", "tuned", "sqpoll", "incremental", "zerocopy", "registered") else 9,
                 SCENARIO_ORDER.index(scenario) if scenario in SCENARIO_ORDER else 99, scenario)
 
     lines = []
@@ -236,7 +237,10 @@ def report(args):
     lines.append("")
     lines.append("Variants: **default** = both transports with default options (io_uring: ApplicationScheduling=ThreadPool); "
                  "**tuned** = Sockets with UnsafePreferInlineScheduling + DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS=1 vs io_uring with "
-                 "ApplicationScheduling=Inline. Values are medians over the rounds; CPU = server utime+stime (from /proc/<pid>/stat) "
+                 "ApplicationScheduling=Inline; **sqpoll**, **incremental**, **zerocopy**, **registered** = io_uring in that advanced "
+                 "mode (SqPoll with a 100 ms idle; IncrementalReceiveBuffers with 256 x 16 KiB; ZeroCopySendThreshold=16384; the same "
+                 "plus RegisteredSendBufferSize=4 MiB) next to Sockets with default options: compare each with the io_uring default "
+                 "row of the same scenario. Values are medians over the rounds; CPU = server utime+stime (from /proc/<pid>/stat) "
                  "in the measured window per 100k responses; peak RSS = VmHWM of that server process. Pipelined latencies are wrk's "
                  "per-batch figures (one sample per 16 requests); \"–\" means wrk reported none (it prints 0.00us for high "
                  "percentiles of pipelined runs).")
@@ -287,7 +291,7 @@ def report(args):
         if scenario == "idle5000" and u and s:
             notes.append(f"- {mode}/{variant}/idle5000: RSS with the 5,000 idle connections open at the end of the window: io_uring "
                          f"{fmt(u['rss_end_mib'], 0)} MiB, Sockets {fmt(s['rss_end_mib'], 0)} MiB (peak {fmt(u['hwm_mib'], 0)} vs {fmt(s['hwm_mib'], 0)} MiB).")
-        chart.append({"label": f"{scenario}" + ("" if variant == "default" else " (tuned)") + ("" if mode == "aspnet" else " [platform]"),
+        chart.append({"label": f"{scenario}" + ("" if variant == "default" else f" ({variant})") + ("" if mode == "aspnet" else " [platform]"),
                       "ratio": ratio, "cpu_ratio": cpu_ratio, "target": target})
     lines.append("")
     if notes:
