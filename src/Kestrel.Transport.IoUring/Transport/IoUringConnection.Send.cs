@@ -1,14 +1,10 @@
 using System.Buffers;
 using System.IO.Pipelines;
-using System.Net;
-using System.Net.Sockets;
 using System.Runtime.InteropServices;
 using System.Threading.Tasks.Sources;
 using Kestrel.Transport.IoUring.Abi;
 using Kestrel.Transport.IoUring.Core;
 using Microsoft.AspNetCore.Connections;
-using Microsoft.AspNetCore.Connections.Features;
-using Microsoft.AspNetCore.Http.Features;
 
 namespace Kestrel.Transport.IoUring.Transport;
 
