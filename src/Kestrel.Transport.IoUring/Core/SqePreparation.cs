@@ -29,10 +29,15 @@ internal static unsafe class SqePreparation
     {
         Common(sqe, IoUringOpcode.Accept, listenFd, false, userData);
         sqe->IoPrio = IoPrioFlags.AcceptMultishot;
-        sqe->OpFlags = SockCloexec;
         if (directDescriptor)
         {
+            // No SOCK_CLOEXEC here: a direct descriptor is not in the fd table, and the kernel's io_accept_prep
+            // rejects SOCK_CLOEXEC together with a file_index (-EINVAL on the first CQE).
             sqe->FileIndex = IoUringValues.FileIndexAlloc;
+        }
+        else
+        {
+            sqe->OpFlags = SockCloexec;
         }
     }
 

@@ -1,8 +1,34 @@
+using Xunit.Abstractions;
+
 namespace Kestrel.Transport.IoUring.Tests.Core;
 
 /// <summary>The capability probe and its precise reasons when io_uring cannot be used.</summary>
-public sealed class CapabilityTests
+public sealed class CapabilityTests(ITestOutputHelper output)
 {
+    [Fact]
+    public void TheReportListsWhatThisKernelOffers()
+    {
+        var caps = IoUringCapabilities.Probe();
+        string report = caps.ToString();
+        output.WriteLine(report);
+        Assert.StartsWith($"io_uring on Linux {caps.KernelRelease}: usable", report);
+        foreach (string feature in new[] { "SINGLE_MMAP", "NODROP", "EXT_ARG", "FAST_POLL", "CQE_SKIP", "REG_REG_RING", "RECVSEND_BUNDLE" })
+        {
+            Assert.Contains(feature, caps.Features);
+            Assert.Contains(feature, report);
+        }
+        foreach (string flag in new[] { "SINGLE_ISSUER", "DEFER_TASKRUN", "SUBMIT_ALL", "COOP_TASKRUN", "NO_SQARRAY" })
+        {
+            Assert.Contains(flag, caps.SetupFlags);
+        }
+        foreach (string op in new[] { "ACCEPT", "RECV", "SEND", "SENDMSG", "SEND_ZC", "SENDMSG_ZC", "SHUTDOWN", "CLOSE", "ASYNC_CANCEL", "MSG_RING", "FIXED_FD_INSTALL" })
+        {
+            Assert.Contains(op, caps.Opcodes);
+        }
+        Assert.True(caps.IncrementalBufferRings && caps.ReceiveBundles && caps.RegisteredRingFd);
+        Assert.Same(IoUringCapabilities.Current, IoUringCapabilities.Current);
+    }
+
     [Fact]
     public void ThisKernelSupportsTheFullPath()
     {
@@ -36,6 +62,9 @@ public sealed class CapabilityTests
         var caps = IoUringCapabilities.Probe(simulatedSetupErrno: 38);
         Assert.False(caps.IsSupported);
         Assert.Equal("ENOSYS", caps.SetupError);
+        Assert.Contains("ENOSYS", caps.UnavailableReason);
         Assert.Contains("no io_uring", caps.UnavailableReason);
+        Assert.Contains("NOT usable", caps.ToString());
+        Assert.Empty(caps.Opcodes); // nothing else was probed
     }
 }

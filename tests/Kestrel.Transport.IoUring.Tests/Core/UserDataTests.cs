@@ -30,6 +30,32 @@ public sealed class UserDataTests
     }
 
     [Fact]
+    public void AGenerationBeyond24BitsIsMaskedAndLeavesKindAndSlotAlone()
+    {
+        ulong value = UserData.Encode(OperationKind.Send, UserData.GenerationMask + 6, -1);
+        Assert.Equal(5u, UserData.GenerationOf(value));
+        Assert.Equal(OperationKind.Send, UserData.KindOf(value));
+        Assert.Equal(-1, UserData.SlotOf(value));
+    }
+
+    [Fact]
+    public void AStaleGenerationStaysDistinguishableAcrossTheWrap()
+    {
+        uint last = UserData.GenerationMask;
+        uint wrapped = UserData.Next(last);
+        ulong stale = UserData.Encode(OperationKind.Receive, last, 3);
+        ulong current = UserData.Encode(OperationKind.Receive, wrapped, 3);
+        Assert.NotEqual(stale, current);
+        Assert.Equal(wrapped, UserData.Decode(current).Generation);
+        Assert.NotEqual(UserData.Decode(current).Generation, UserData.Decode(stale).Generation);
+
+        // A slot cycles through 2^24 generations before one repeats.
+        uint g = 17;
+        for (int i = 0; i < 1000; i++) g = UserData.Next(g);
+        Assert.NotEqual(17u, g);
+    }
+
+    [Fact]
     public void AStaleGenerationIsDistinguishable()
     {
         uint old = 41;
