@@ -50,6 +50,56 @@ public sealed class EndpointBindingTests
         }
     }
 
+    /// <summary>What happens to a Unix socket's file: during serving, after stop, and when a stale file is in the way.</summary>
+    private static async Task<string> UnixSocketFileLifecycleAsync(string transport)
+    {
+        string path = Path.Combine(Path.GetTempPath(), $"iouring-{Guid.NewGuid():N}.sock");
+        try
+        {
+            var server = await TransportUnderTest.StartAsync(transport, MapEndpointsEcho, o => o.ListenUnixSocket(path));
+            bool whileServing = File.Exists(path);
+            string body = await GetAsync(new UnixDomainSocketEndPoint(path));
+            Assert.StartsWith(transport == TransportUnderTest.IoUringRing ? "True|" : "False|", body);
+            await server.DisposeAsync();
+            bool afterStop = File.Exists(path);
+
+            // A stale socket file (nobody listening) left at the path. Socket.Dispose unlinks the path it bound, so bind
+            // elsewhere and rename the socket file into place.
+            if (!afterStop)
+            {
+                string other = path + ".tmp";
+                using var stale = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+                stale.Bind(new UnixDomainSocketEndPoint(other));
+                File.Move(other, path);
+            }
+            Assert.True(File.Exists(path));
+            string restart;
+            try
+            {
+                await using var again = await TransportUnderTest.StartAsync(transport, MapEndpointsEcho, o => o.ListenUnixSocket(path));
+                restart = "serves: " + (await GetAsync(new UnixDomainSocketEndPoint(path))).Split('|')[0];
+            }
+            catch (Exception e)
+            {
+                restart = $"{e.GetType().Name}/{e.InnerException?.GetType().Name}";
+            }
+            return $"while serving {whileServing}, after stop {afterStop}, stale file: {restart}";
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    [Fact]
+    public async Task UnixSocketFileIsHandledAsSocketsHandlesIt()
+    {
+        string sockets = await UnixSocketFileLifecycleAsync(TransportUnderTest.Sockets);
+        string ioUring = await UnixSocketFileLifecycleAsync(TransportUnderTest.IoUringRing);
+        Assert.Equal(sockets.Replace("serves: False", "serves: True"), ioUring);
+        Assert.StartsWith("while serving True", ioUring);
+    }
+
     [Fact]
     public async Task Ipv6LoopbackReportsRealEndPoints()
     {

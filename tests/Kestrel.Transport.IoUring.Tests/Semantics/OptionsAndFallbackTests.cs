@@ -1,9 +1,10 @@
 using Kestrel.Transport.IoUring.Tests.Infrastructure;
-using Kestrel.Transport.IoUring.Tests.Protocols;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Configuration;
+using Microsoft.AspNetCore.Hosting;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 
@@ -39,18 +40,63 @@ public sealed class OptionsAndFallbackTests
         Assert.Contains($"IoUringTransportOptions.{option}", validation!.Message);
     }
 
+    private static IHost BuildHostWithConfiguration(Dictionary<string, string?> settings)
+        => new HostBuilder()
+            .ConfigureAppConfiguration(c => c.AddInMemoryCollection(settings))
+            .ConfigureWebHost(web => web
+                .UseKestrel(o => o.Listen(System.Net.IPAddress.Loopback, 0))
+                .UseIoUring()
+                .Configure(app => app.Run(c => c.Response.WriteAsync("hello"))))
+            .Build();
+
     [Fact]
-    public async Task OptionsBindFromConfiguration()
+    public async Task OptionsBindFromTheKestrelIoUringConfigurationSection()
     {
+        // What "Kestrel": { "IoUring": { "RingCount": 1, ... } } in appsettings.json does, through UseIoUring's own binding.
+        using var host = BuildHostWithConfiguration(new()
+        {
+            ["Kestrel:IoUring:RingCount"] = "1",
+            ["Kestrel:IoUring:ReceiveBufferCount"] = "256",
+            ["Kestrel:IoUring:FinOnError"] = "true",
+        });
+        await host.StartAsync();
+        try
+        {
+            var factory = host.Services.GetRequiredService<IoUringTransportFactory>();
+            Assert.True(factory.IsUsingIoUring);
+            Assert.Equal(1, factory.RingCount);
+            var options = host.Services.GetRequiredService<IOptions<IoUringTransportOptions>>().Value;
+            Assert.Equal(256, options.ReceiveBufferCount);
+            Assert.True(options.FinOnError);
+        }
+        finally
+        {
+            await host.StopAsync();
+        }
+    }
+
+    [Fact]
+    public async Task AnInvalidValueFromConfigurationFailsStartUpNamingTheOption()
+    {
+        using var host = BuildHostWithConfiguration(new() { ["Kestrel:IoUring:Backlog"] = "0" });
+        var e = await Assert.ThrowsAnyAsync<Exception>(() => host.StartAsync());
+        var validation = e as OptionsValidationException ?? e.InnerException as OptionsValidationException;
+        Assert.NotNull(validation);
+        Assert.Contains("IoUringTransportOptions.Backlog", validation!.Message);
+    }
+
+    [Fact]
+    public async Task AnActionAfterConfigurationOverridesIt()
+    {
+        // The test server's UseIoUring action sets RingCount = 2; WebApplicationBuilder configuration says 1.
         await using var server = await IoUringTestServer.StartAsync(configureServices: services =>
         {
-            // What "Kestrel:IoUring:RingCount": 1 in appsettings.json does.
             var config = new ConfigurationBuilder()
-                .AddInMemoryCollection(new Dictionary<string, string?> { ["Kestrel:IoUring:RingCount"] = "1", ["Kestrel:IoUring:ReceiveBufferCount"] = "256" })
+                .AddInMemoryCollection(new Dictionary<string, string?> { ["Kestrel:IoUring:RingCount"] = "1" })
                 .Build();
             services.Configure<IoUringTransportOptions>(config.GetSection("Kestrel:IoUring"));
-        }, configureTransport: _ => { });
-        // The test server sets RingCount = 2 in its UseIoUring action; configuration registered afterwards wins.
+        });
+        // Registered after the test server's action: the last configuration wins, as for any options.
         Assert.Equal(1, server.Factory.RingCount);
     }
 
@@ -86,8 +132,14 @@ public sealed class OptionsAndFallbackTests
     [Fact]
     public async Task EnabledFalseServesWithSocketsWithoutProbing()
     {
-        await using var server = await IoUringTestServer.StartAsync(MapWhoServes, configureTransport: o => o.Enabled = false, requireIoUring: false);
+        await using var server = await IoUringTestServer.StartAsync(MapWhoServes, configureTransport: o =>
+        {
+            o.Enabled = false;
+            o.SimulatedSetupErrno = 1; // were io_uring probed, the reason would be EPERM
+        }, requireIoUring: false);
+        Assert.False(server.Factory.IsUsingIoUring);
         Assert.Contains("Enabled = false", server.Factory.FallbackReason);
+        Assert.DoesNotContain("EPERM", server.Factory.FallbackReason);
         using var client = server.CreateClient();
         Assert.Equal("sockets", await client.GetStringAsync("/"));
     }
@@ -106,7 +158,7 @@ public sealed class OptionsAndFallbackTests
 }
 
 /// <summary>Switches that change the whole process or machine run alone, and always restore what they changed.</summary>
-[Collection(HeavyProtocolCollection.Name)]
+[Collection(MachineWideCollection.Name)]
 public sealed class MachineWideSwitchTests
 {
     [Fact]
@@ -116,9 +168,10 @@ public sealed class MachineWideSwitchTests
         try
         {
             Environment.SetEnvironmentVariable(IoUringTransportOptions.DisableEnvironmentVariable, "1");
-            await using var server = await IoUringTestServer.StartAsync(requireIoUring: false);
+            await using var server = await IoUringTestServer.StartAsync(configureTransport: o => o.SimulatedSetupErrno = 1, requireIoUring: false);
             Assert.False(server.Factory.IsUsingIoUring);
             Assert.Contains(IoUringTransportOptions.DisableEnvironmentVariable, server.Factory.FallbackReason);
+            Assert.DoesNotContain("EPERM", server.Factory.FallbackReason); // switched off before any probe
             using var client = server.CreateClient();
             Assert.Equal("hello", await client.GetStringAsync("/"));
         }
@@ -129,6 +182,7 @@ public sealed class MachineWideSwitchTests
     }
 
     [RootWithSysctlFact]
+    [Trait("Category", "MachineWide")]
     public void KernelSysctlIoUringDisabledIsReportedAsThePreciseReason()
     {
         const string Sysctl = RootWithSysctlFactAttribute.Sysctl;

@@ -1,5 +1,6 @@
 using System.Net;
 using Kestrel.Transport.IoUring.Transport;
+using Microsoft.AspNetCore;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Hosting;
@@ -9,6 +10,7 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.TestHost;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 
 namespace Kestrel.Transport.IoUring.Tests.Semantics;
@@ -19,32 +21,47 @@ namespace Kestrel.Transport.IoUring.Tests.Semantics;
 /// </summary>
 public sealed class TransportSelectionTests
 {
-    private static async Task<string> ServeOnceAsync(Action<IWebHostBuilder> configure)
+    private static void MapWhoServes(IApplicationBuilder app) => app.Run(async c =>
     {
-        using var host = new HostBuilder()
-            .ConfigureWebHost(web =>
-            {
-                configure(web);
-                web.ConfigureKestrel(o => o.Listen(IPAddress.Loopback, 0));
-                web.Configure(app => app.Run(async c =>
-                {
-                    var feature = c.Features.Get<IIoUringConnectionFeature>();
-                    await c.Response.WriteAsync(feature is null ? "sockets" : $"io_uring ring {feature.RingId}");
-                }));
-            })
-            .Build();
+        var feature = c.Features.Get<IIoUringConnectionFeature>();
+        await c.Response.WriteAsync(feature is null ? "sockets" : $"io_uring ring {feature.RingId}");
+    });
+
+    private static async Task<string> GetAsync(string address)
+    {
+        using var client = new HttpClient();
+        return await client.GetStringAsync(address);
+    }
+
+    /// <summary>Starts the host, asks who serves, and checks the factory Kestrel resolved agrees.</summary>
+    private static async Task<string> ServeOnceAsync(IHost host)
+    {
         await host.StartAsync();
         try
         {
             var address = host.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
-            using var client = new HttpClient();
-            return await client.GetStringAsync(address);
+            string who = await GetAsync(address);
+            var factory = host.Services.GetRequiredService<IoUringTransportFactory>();
+            Assert.True(factory.IsUsingIoUring, factory.FallbackReason);
+            // The factory Kestrel tries first (it reverses the registration order) is ours.
+            Assert.IsType<IoUringTransportFactory>(host.Services.GetServices<IConnectionListenerFactory>().Last());
+            return who;
         }
         finally
         {
             await host.StopAsync();
         }
     }
+
+    private static Task<string> ServeOnceAsync(Action<IWebHostBuilder> configure)
+        => ServeOnceAsync(new HostBuilder()
+            .ConfigureWebHost(web =>
+            {
+                configure(web);
+                web.ConfigureKestrel(o => o.Listen(IPAddress.Loopback, 0));
+                web.Configure(MapWhoServes);
+            })
+            .Build());
 
     [Fact]
     public async Task UseIoUringAfterUseKestrelServes()
@@ -53,6 +70,46 @@ public sealed class TransportSelectionTests
     [Fact]
     public async Task UseIoUringBeforeUseKestrelServes()
         => Assert.StartsWith("io_uring", await ServeOnceAsync(web => web.UseIoUring().UseKestrel()));
+
+    [Fact]
+    public async Task UseIoUringBeforeConfigureKestrelServes()
+        => Assert.StartsWith("io_uring", await ServeOnceAsync(web => web.UseIoUring().ConfigureKestrel(_ => { }).UseKestrel()));
+
+    [Fact]
+    public async Task GenericHostDefaultsServe()
+    {
+        // Host.CreateDefaultBuilder + ConfigureWebHostDefaults calls UseKestrel before the app's own configuration.
+        using var host = Host.CreateDefaultBuilder()
+            .ConfigureLogging(l => l.ClearProviders())
+            .ConfigureWebHostDefaults(web => web.UseIoUring().ConfigureKestrel(o => o.Listen(IPAddress.Loopback, 0)).Configure(MapWhoServes))
+            .Build();
+        Assert.StartsWith("io_uring", await ServeOnceAsync(host));
+    }
+
+    [Fact]
+    public async Task WebHostCreateDefaultBuilderServes()
+    {
+        // The legacy IWebHost (obsolete in .NET 10, still used): CreateDefaultBuilder has already called UseKestrel.
+#pragma warning disable ASPDEPR008
+        using var host = WebHost.CreateDefaultBuilder()
+            .ConfigureLogging(l => l.ClearProviders())
+            .UseIoUring()
+            .ConfigureKestrel(o => o.Listen(IPAddress.Loopback, 0))
+            .Configure(MapWhoServes)
+            .Build();
+#pragma warning restore ASPDEPR008
+        await host.StartAsync();
+        try
+        {
+            string address = host.ServerFeatures.Get<IServerAddressesFeature>()!.Addresses.First();
+            Assert.StartsWith("io_uring", await GetAsync(address));
+            Assert.True(host.Services.GetRequiredService<IoUringTransportFactory>().IsUsingIoUring);
+        }
+        finally
+        {
+            await host.StopAsync();
+        }
+    }
 
     [Fact]
     public async Task WebApplicationBuilderWhichAlreadyCalledUseKestrelServes()
