@@ -39,6 +39,9 @@ internal sealed class IoUringConnectionListener : IConnectionListener
 
     public EndPoint EndPoint { get; private set; }
 
+    /// <summary>Accepted sockets need TCP_NODELAY set themselves (a caller's listening socket is not ours to change).</summary>
+    public bool SetNoDelayOnAccept { get; private set; }
+
     /// <summary>Unbind has begun: connections accepted from now on are refused.</summary>
     public bool IsUnbinding => _unbinding;
 
@@ -65,6 +68,7 @@ internal sealed class IoUringConnectionListener : IConnectionListener
             socket.Listen(_context.Options.Backlog);
             _listenSocket = socket;
             ListenFd = (int)socket.Handle;
+            SetNoDelayOnAccept = EndPoint is FileHandleEndPoint && _context.Options.NoDelay && socket.LocalEndPoint is IPEndPoint;
             _nextRing = Interlocked.Increment(ref s_listenerCount) % _rings.Length;
             await _rings[_nextRing].AddAcceptorAsync(this).ConfigureAwait(false);
         }
@@ -81,13 +85,9 @@ internal sealed class IoUringConnectionListener : IConnectionListener
         switch (endPoint)
         {
             case FileHandleEndPoint fileHandle:
-                // Not ours: disposing this Socket leaves the descriptor open, as in the Sockets transport.
-                socket = new Socket(new SafeSocketHandle((IntPtr)fileHandle.FileHandle, ownsHandle: false));
-                if (socket.SocketType == SocketType.Stream && socket.LocalEndPoint is IPEndPoint)
-                {
-                    socket.NoDelay = options.NoDelay;
-                }
-                return socket;
+                // Not ours: disposing this Socket leaves the descriptor open, and its options are left alone (as in
+                // the Sockets transport); NoDelay is set on each accepted TCP socket instead.
+                return new Socket(new SafeSocketHandle((IntPtr)fileHandle.FileHandle, ownsHandle: false));
             case UnixDomainSocketEndPoint:
                 socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
                 break;

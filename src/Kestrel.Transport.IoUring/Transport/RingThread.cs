@@ -568,6 +568,11 @@ internal sealed unsafe class RingThread : PipeScheduler
             return;
         }
 
+        if (listener.SetNoDelayOnAccept)
+        {
+            SocketOptions.SetNoDelay(fd);
+        }
+
         int fixedSlot = -1;
         if (_files is not null)
         {

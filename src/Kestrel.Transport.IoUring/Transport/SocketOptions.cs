@@ -5,7 +5,14 @@ namespace Kestrel.Transport.IoUring.Transport;
 /// <summary>The few socket options the transport sets on accepted descriptors directly.</summary>
 internal static unsafe class SocketOptions
 {
-    private const int SolSocket = 1, SoLinger = 13;
+    private const int SolSocket = 1, SoLinger = 13, IpProtoTcp = 6, TcpNoDelay = 1;
+
+    /// <summary>TCP_NODELAY on.</summary>
+    public static int SetNoDelay(int fd)
+    {
+        int on = 1;
+        return LinuxSyscalls.SetSockOpt(fd, IpProtoTcp, TcpNoDelay, &on, sizeof(int));
+    }
 
     /// <summary>SO_LINGER {on, 0}: the final close sends RST instead of FIN (an abortive close).</summary>
     public static int SetLingerZero(int fd)
