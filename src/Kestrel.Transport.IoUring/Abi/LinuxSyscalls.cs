@@ -60,17 +60,8 @@ internal static unsafe partial class LinuxSyscalls
 
     public static int Write(int fd, void* buffer, nuint count) => Result(WriteRaw(fd, buffer, count));
 
-    [LibraryImport(Libc, EntryPoint = "read", SetLastError = true)]
-    private static partial nint ReadRaw(int fd, void* buffer, nuint count);
-
-    public static int Read(int fd, void* buffer, nuint count) => Result(ReadRaw(fd, buffer, count));
-
-    [LibraryImport(Libc, EntryPoint = "shutdown", SetLastError = true)]
-    private static partial int ShutdownRaw(int fd, int how);
-
+    /// <summary>shutdown(2)'s how, for IORING_OP_SHUTDOWN.</summary>
     public const int ShutRd = 0, ShutWr = 1, ShutRdWr = 2;
-
-    public static int Shutdown(int fd, int how) => Result(ShutdownRaw(fd, how));
 
     [LibraryImport(Libc, EntryPoint = "setsockopt", SetLastError = true)]
     private static partial int SetSockOptRaw(int fd, int level, int name, void* value, uint length);
@@ -106,11 +97,6 @@ internal static unsafe partial class LinuxSyscalls
         limit = l;
         return r;
     }
-
-    [LibraryImport(Libc, EntryPoint = "setrlimit", SetLastError = true)]
-    private static partial int SetRLimitRaw(int resource, RLimit* limit);
-
-    public static int SetRLimit(int resource, RLimit limit) => Result(SetRLimitRaw(resource, &limit));
 
     [StructLayout(LayoutKind.Sequential)]
     public struct RLimit

@@ -79,9 +79,6 @@ internal sealed unsafe class ProvidedBufferRing : IDisposable
     /// <summary>Buffers the owner has taken out of completions and not yet recycled.</summary>
     public int OutstandingBuffers { get; private set; }
 
-    /// <summary>Total bytes of buffer memory.</summary>
-    public long MemoryBytes => (long)EntryCount * BufferSize;
-
     /// <summary>How many times a recv found this ring empty (a multishot recv ended with ENOBUFS).</summary>
     public long ExhaustedCount { get; private set; }
 

@@ -34,7 +34,6 @@ internal sealed unsafe class Ring : IDisposable
     // Completion ring.
     private readonly uint* _cqHead;
     private readonly uint* _cqTail;
-    private readonly uint* _cqOverflow;
     private readonly IoUringCqe* _cqes;
     private readonly uint _cqMask;
 
@@ -94,7 +93,6 @@ internal sealed unsafe class Ring : IDisposable
 
             _cqHead = (uint*)(cq + p.CqOff.Head);
             _cqTail = (uint*)(cq + p.CqOff.Tail);
-            _cqOverflow = (uint*)(cq + p.CqOff.Overflow);
             _cqMask = *(uint*)(cq + p.CqOff.RingMask);
             _cqes = (IoUringCqe*)(cq + p.CqOff.Cqes);
 
@@ -176,9 +174,6 @@ internal sealed unsafe class Ring : IDisposable
 
     /// <summary>The kernel holds completions that did not fit in the CQ ring (IORING_SQ_CQ_OVERFLOW).</summary>
     public bool HasOverflowedCompletions => (Volatile.Read(ref *_sqFlags) & (uint)SqRingFlags.CqOverflow) != 0;
-
-    /// <summary>The kernel's count of completions it had to drop (only without FEAT_NODROP).</summary>
-    public uint DroppedCompletions => Volatile.Read(ref *_cqOverflow);
 
     /// <summary>The SQPOLL kernel thread sleeps and needs IORING_ENTER_SQ_WAKEUP.</summary>
     public bool SqPollNeedsWakeup => (Volatile.Read(ref *_sqFlags) & (uint)SqRingFlags.NeedWakeup) != 0;
@@ -394,6 +389,7 @@ internal sealed unsafe class Ring : IDisposable
         if (!_disposed)
         {
             ReleaseMemory();
+            NativeMemory.Free(_eventsArg);
             LinuxSyscalls.Close(_fd);
         }
     }

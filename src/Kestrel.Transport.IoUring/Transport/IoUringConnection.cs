@@ -96,7 +96,6 @@ internal sealed partial class IoUringConnection : ConnectionContext,
         LocalEndPoint = localEndPoint;
         RemoteEndPoint = remoteEndPoint;
         MemoryPool = ring.MemoryPool;
-        ListenerEndPoint = listener.EndPoint;
 
         var input = new Pipe(ring.InputPipeOptions);
         var output = new Pipe(ring.OutputPipeOptions);
@@ -109,8 +108,6 @@ internal sealed partial class IoUringConnection : ConnectionContext,
     }
 
     public int Slot { get; }
-
-    public EndPoint? ListenerEndPoint { get; }
 
     // ================================================================================================================
     // ConnectionContext and features (any thread)

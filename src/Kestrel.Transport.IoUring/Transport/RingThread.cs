@@ -80,7 +80,6 @@ internal sealed unsafe class RingThread : PipeScheduler
 
     public const int SendArenaChunkSize = 64 * 1024;
     public bool ZeroCopyEnabled => _zeroCopyEnabled;
-    public int ConnectionCount => _slots.Count;
 
     /// <summary>Send_zc completions whose notification said the kernel copied anyway.</summary>
     public long ZeroCopyCopies { get; private set; }
