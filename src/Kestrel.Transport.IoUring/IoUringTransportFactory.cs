@@ -49,6 +49,9 @@ public sealed class IoUringTransportFactory : IConnectionListenerFactory, IConne
     /// <summary>The number of rings serving (0 before the first bind or after a fall-back).</summary>
     public int RingCount => _rings?.Length ?? 0;
 
+    /// <summary>The rings serving, for tests that reach into one (empty before the first bind or after a fall-back).</summary>
+    internal IReadOnlyList<RingThread> Rings => _rings ?? [];
+
     /// <inheritdoc />
     public bool CanBind(EndPoint endpoint) => endpoint is IPEndPoint or UnixDomainSocketEndPoint or FileHandleEndPoint;
 

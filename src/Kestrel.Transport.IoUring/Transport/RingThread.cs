@@ -42,7 +42,7 @@ internal sealed unsafe class RingThread : PipeScheduler
     private KernelTimespec* _acceptPauseTimespec;
     private int _sleeping;
     private int _wakeQueued; // a wake-up work item is queued on the thread pool
-    private int _pendingCloses; // CLOSE SQEs whose completion has not arrived: the loop may not end before
+    private CloseChains _closes = null!;
     private volatile bool _stopping;
     private bool _zeroCopyEnabled;
 
@@ -207,6 +207,8 @@ internal sealed unsafe class RingThread : PipeScheduler
             }
         }
 
+        _closes = new CloseChains(_ring, _files, _context.Descriptors);
+
         if (options.RegisteredSendBufferSize > 0 && options.ZeroCopySendThreshold > 0 && _context.Capabilities.SendZeroCopy)
         {
             try
@@ -269,16 +271,17 @@ internal sealed unsafe class RingThread : PipeScheduler
         while (true)
         {
             RunWork();
-            if (_stopping && _slots.Count == 0 && _pendingCloses == 0 && !HasArmedAcceptors())
+            if (_stopping && _slots.Count == 0 && _closes.Pending == 0 && !HasArmedAcceptors())
             {
                 break;
             }
 
             ArmPendingReceives();
             _buffers.Publish();
+            _closes.PrepareDeferred();
 
             uint waitFor = 0;
-            if (_localWork.Count == 0)
+            if (_localWork.Count == 0 && _closes.Deferred == 0)
             {
                 Interlocked.Exchange(ref _sleeping, 1);
                 if (_remoteWork.IsEmpty)
@@ -368,7 +371,7 @@ internal sealed unsafe class RingThread : PipeScheduler
                 }
                 break;
             case OperationKind.Close:
-                OnCloseCompleted(cqe);
+                _closes.OnCompleted(cqe);
                 break;
             case OperationKind.ArenaSend:
                 OnArenaSendCompleted(cqe);
@@ -482,57 +485,14 @@ internal sealed unsafe class RingThread : PipeScheduler
 
     // ---- connections ----------------------------------------------------------------------------------------------
 
-    /// <summary>Forgets a closed connection: its slot (with a new generation) and its place in the descriptor budget.</summary>
-    public void ReleaseConnection(IoUringConnection connection)
-    {
-        _slots.Release(connection.Slot);
-        _context.Descriptors.OnClosed();
-    }
+    /// <summary>Forgets a closed connection's slot (with a new generation); its descriptor's place in the budget comes back when its close completes.</summary>
+    public void ReleaseConnection(IoUringConnection connection) => _slots.Release(connection.Slot);
 
-    /// <summary>
-    /// Closes a connection's socket with one hard-linked chain, submitted with the turn's other SQEs: SHUTDOWN (the
-    /// FIN, when <paramref name="sendFin"/>) → CLOSE_DIRECT of its registered slot → CLOSE of its descriptor. Hard
-    /// links keep the order even when a step fails (SHUTDOWN of a reset socket), so a SHUTDOWN on an io-wq worker
-    /// can never race the close. The registered slot is reused only after its CLOSE_DIRECT completed.
-    /// </summary>
-    public void CloseSocket(int fd, int fixedSlot, bool sendFin)
-    {
-        if (_ring.SubmissionSpaceLeft < 3)
-        {
-            _ring.Submit(); // a link chain must not be split across two submits
-        }
-        IoUringSqe* sqe;
-        if (sendFin)
-        {
-            sqe = _ring.GetSqe();
-            bool useFixed = fixedSlot >= 0;
-            SqePreparation.PrepareShutdown(sqe, useFixed ? fixedSlot : fd, useFixed, LinuxSyscalls.ShutRdWr, UserData.Encode(OperationKind.Shutdown, 0, 0));
-            sqe->Flags |= SqeFlags.IoHardLink | SqeFlags.CqeSkipSuccess;
-        }
-        if (fixedSlot >= 0)
-        {
-            sqe = _ring.GetSqe();
-            SqePreparation.PrepareCloseDirect(sqe, fixedSlot, UserData.Encode(OperationKind.Close, CloseDirectMarker, fixedSlot));
-            sqe->Flags |= SqeFlags.IoHardLink;
-        }
-        sqe = _ring.GetSqe();
-        SqePreparation.PrepareClose(sqe, fd, UserData.Encode(OperationKind.Close, CloseFdMarker, 0));
-        _pendingCloses++;
-    }
+    /// <summary>Closes a connection's socket once the kernel holds none of its requests (see <see cref="CloseChains"/>).</summary>
+    public void CloseSocket(int fd, int fixedSlot, bool sendFin) => _closes.Close(fd, fixedSlot, sendFin);
 
-    private const uint CloseFdMarker = 0, CloseDirectMarker = 1;
-
-    private void OnCloseCompleted(in IoUringCqe cqe)
-    {
-        if (UserData.GenerationOf(cqe.UserData) == CloseDirectMarker)
-        {
-            _files!.Release(UserData.SlotOf(cqe.UserData));
-        }
-        else
-        {
-            _pendingCloses--;
-        }
-    }
+    /// <summary>Close chains waiting for room in the SQ (ring thread).</summary>
+    internal int PendingCloseChainsDeferred => _closes.Deferred;
 
     /// <summary>
     /// A connection accepted by this ring's acceptor. The listener spreads connections round-robin over the rings:
