@@ -171,6 +171,12 @@ internal sealed unsafe class Ring : IDisposable
     public long SplitChainSubmits { get; private set; }
 
     /// <summary>
+    /// Why this ring cannot go on (the SQ stayed full, the CQ is corrupted), once that happened; null while healthy.
+    /// Set before the exception is thrown, so that the owner sees it even where a caller swallowed the exception.
+    /// </summary>
+    public Exception? Failure { get; private set; }
+
+    /// <summary>
     /// Test seam: when set and returning a negative errno, the next io_uring_enter is not made and that error is
     /// returned instead, with nothing submitted (a kernel that refuses, or a broken ring).
     /// </summary>
@@ -220,7 +226,7 @@ internal sealed unsafe class Ring : IDisposable
         {
             return sqe;
         }
-        throw new IoUringException(r < 0 ? "io_uring_enter (SQ full)" : "io_uring SQ stayed full after a submit", r);
+        throw Fail(new IoUringException(r < 0 ? "io_uring_enter (SQ full)" : "io_uring SQ stayed full after a submit", r));
     }
 
     /// <summary>Submits queued SQEs without waiting. Returns how many the kernel took, or -errno.</summary>
@@ -322,7 +328,7 @@ internal sealed unsafe class Ring : IDisposable
         {
             // The kernel never publishes more than the ring holds: the shared memory is corrupted, and no CQE in
             // it can be trusted.
-            throw new RingCorruptedException($"the CQ tail ({tail}) is {tail - head} entries ahead of its head ({head}), beyond the ring's {CompletionQueueEntries}");
+            throw Fail(new RingCorruptedException($"the CQ tail ({tail}) is {tail - head} entries ahead of its head ({head}), beyond the ring's {CompletionQueueEntries}"));
         }
         int count = (int)Math.Min(tail - head, (uint)destination.Length);
         for (int i = 0; i < count; i++)
@@ -331,6 +337,12 @@ internal sealed unsafe class Ring : IDisposable
         }
         Volatile.Write(ref *_cqHead, head + (uint)count); // release: the kernel may reuse these slots
         return count;
+    }
+
+    private Exception Fail(Exception failure)
+    {
+        Failure ??= failure;
+        return failure;
     }
 
     /// <summary>Test seam: moves the CQ tail as a stray write into the shared ring memory would.</summary>

@@ -16,7 +16,7 @@ namespace Kestrel.Transport.IoUring.Transport;
 /// is only written when the loop is about to sleep or sleeps. The thread is therefore the <see cref="PipeScheduler"/>
 /// of the transport side of every pipe it serves.
 /// </summary>
-internal sealed unsafe class RingThread : PipeScheduler
+internal sealed unsafe partial class RingThread : PipeScheduler
 {
     private const int CompletionBatch = 512;
     private const int MaxWorkItemsPerTurn = 4096;
@@ -95,10 +95,18 @@ internal sealed unsafe class RingThread : PipeScheduler
     /// <summary>Stops accepting work; the loop ends once every connection on it has closed.</summary>
     public Task StopAsync()
     {
+        if (State == RingState.Failed)
+        {
+            return StopFailedAsync();
+        }
         Post(static s =>
         {
             var self = (RingThread)s!;
             self._stopping = true;
+            if (self.State == RingState.Running)
+            {
+                self.SetState(RingState.Stopping);
+            }
             foreach (var acceptor in self._acceptors)
             {
                 if (acceptor is not null)
@@ -110,6 +118,16 @@ internal sealed unsafe class RingThread : PipeScheduler
         }, this);
         return _stopped.Task;
     }
+
+    /// <summary>A failed ring's thread has ended by itself; its memory pool goes only now, when the application is done with the pipes.</summary>
+    private Task StopFailedAsync() => _stopped.Task.ContinueWith(static (_, s) =>
+    {
+        var self = (RingThread)s!;
+        if (!self._kernelMemoryLeaked)
+        {
+            self.DisposeMemoryPool();
+        }
+    }, this, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
 
     public bool IsOwnerThread => Environment.CurrentManagedThreadId == _thread.ManagedThreadId;
 
@@ -168,6 +186,7 @@ internal sealed unsafe class RingThread : PipeScheduler
             _stopped.TrySetResult();
             return;
         }
+        SetState(RingState.Running);
         _started.TrySetResult();
 
         try
@@ -176,12 +195,22 @@ internal sealed unsafe class RingThread : PipeScheduler
         }
         catch (Exception e)
         {
-            _context.Log.RingFailed(Index, e);
-            _slots.AbortAll(new Microsoft.AspNetCore.Connections.ConnectionAbortedException("The io_uring ring failed.", e));
+            try
+            {
+                FailRing(e);
+            }
+            catch (Exception teardownError)
+            {
+                _context.Log.WorkItemFailed(Index, teardownError);
+            }
         }
         finally
         {
             Cleanup();
+            if (State != RingState.Failed)
+            {
+                SetState(RingState.Stopped);
+            }
             _stopped.TrySetResult();
         }
     }
@@ -271,6 +300,7 @@ internal sealed unsafe class RingThread : PipeScheduler
         while (true)
         {
             RunWork();
+            ThrowIfRingFailed();
             if (_stopping && _slots.Count == 0 && _closes.Pending == 0 && !HasArmedAcceptors())
             {
                 break;
@@ -307,6 +337,16 @@ internal sealed unsafe class RingThread : PipeScheduler
                 _context.Metrics.CqOverflows.Add(1);
             }
             ReapCompletions();
+            ThrowIfRingFailed();
+        }
+    }
+
+    /// <summary>The SQ or CQ failed somewhere a caller caught the exception (a connection's send loop): the loop cannot go on.</summary>
+    private void ThrowIfRingFailed()
+    {
+        if (_ring.Failure is { } failure)
+        {
+            throw failure;
         }
     }
 
@@ -318,7 +358,14 @@ internal sealed unsafe class RingThread : PipeScheduler
             n = _ring.ReadCompletions(_completions);
             for (int i = 0; i < n; i++)
             {
-                Dispatch(in _completions[i]);
+                try
+                {
+                    Dispatch(in _completions[i]);
+                }
+                catch (Exception e) when (!IsFatal(e))
+                {
+                    OnCompletionFailed(in _completions[i], e);
+                }
             }
             FlushReceivedInput();
         }
@@ -332,7 +379,14 @@ internal sealed unsafe class RingThread : PipeScheduler
         {
             if (_localWork.TryDequeue(out WorkItem item) || _remoteWork.TryDequeue(out item))
             {
-                item.Action(item.State);
+                try
+                {
+                    item.Action(item.State);
+                }
+                catch (Exception e) when (!IsFatal(e))
+                {
+                    OnWorkItemFailed(item.State, e);
+                }
             }
             else
             {
@@ -347,6 +401,7 @@ internal sealed unsafe class RingThread : PipeScheduler
         switch (UserData.KindOf(ud))
         {
             case OperationKind.Wakeup:
+                _wakeupArmed = false;
                 ArmWakeup();
                 break;
             case OperationKind.Accept:
@@ -388,6 +443,7 @@ internal sealed unsafe class RingThread : PipeScheduler
     {
         IoUringSqe* sqe = _ring.GetSqe();
         SqePreparation.PrepareEventFdRead(sqe, _eventFd, _eventFdValue, UserData.Encode(OperationKind.Wakeup, 0, 0));
+        _wakeupArmed = true;
     }
 
     // ---- buffers --------------------------------------------------------------------------------------------------
@@ -420,7 +476,14 @@ internal sealed unsafe class RingThread : PipeScheduler
         // Index loop: a flush may run application code inline, which may queue more.
         for (int i = 0; i < _inputFlushes.Count; i++)
         {
-            _inputFlushes[i].FlushQueuedInput();
+            try
+            {
+                _inputFlushes[i].FlushQueuedInput();
+            }
+            catch (Exception e) when (!IsFatal(e))
+            {
+                _inputFlushes[i].FailContained(e);
+            }
         }
         _inputFlushes.Clear();
     }
@@ -466,20 +529,24 @@ internal sealed unsafe class RingThread : PipeScheduler
     /// </summary>
     private void OnArenaSendCompleted(in IoUringCqe cqe)
     {
-        int chunk = (int)UserData.GenerationOf(cqe.UserData);
+        ReturnArenaChunk(cqe);
         if (cqe.IsNotification)
         {
-            _sendArena!.Return(chunk);
             OnZeroCopyNotification(((uint)cqe.Result & IoUringValues.NotifUsageZcCopied) != 0);
             return;
-        }
-        if (!cqe.HasMore)
-        {
-            _sendArena!.Return(chunk); // no notification follows
         }
         if (_slots.TryGetAny(UserData.SlotOf(cqe.UserData), out var connection))
         {
             connection.OnSendCompleted(cqe);
+        }
+    }
+
+    /// <summary>An arena chunk is free again after its notification, or after a result that no notification follows.</summary>
+    private void ReturnArenaChunk(in IoUringCqe cqe)
+    {
+        if (cqe.IsNotification || !cqe.HasMore)
+        {
+            _sendArena!.Return((int)UserData.GenerationOf(cqe.UserData));
         }
     }
 
@@ -501,18 +568,19 @@ internal sealed unsafe class RingThread : PipeScheduler
     private void OnAccepted(Acceptor acceptor, int fd)
     {
         _context.Descriptors.OnOpened();
-        RingThread target = acceptor.Listener.NextRing();
+        RingThread target = acceptor.Listener.NextRing(this);
         if (target == this)
         {
             SetUpConnection(acceptor.Listener, fd);
         }
         else
         {
-            target.Post(static s =>
+            target.PostOrAbandon(static s =>
             {
-                var (ring, listener, fd) = ((RingThread, IoUringConnectionListener, int))s!;
-                ring.SetUpConnection(listener, fd);
-            }, (target, acceptor.Listener, fd));
+                var handOff = (ConnectionHandOff)s!;
+                // Runs on the target ring's thread: Schedule from there queues locally, so this is that ring.
+                handOff.Target.SetUpConnection(handOff.Listener, handOff.Fd);
+            }, new ConnectionHandOff(target, acceptor.Listener, fd, _context.Descriptors));
         }
     }
 
@@ -570,17 +638,24 @@ internal sealed unsafe class RingThread : PipeScheduler
     /// <summary>Makes this ring <paramref name="listener"/>'s acceptor: a multishot accept on its socket. Any thread; completes when armed.</summary>
     public Task AddAcceptorAsync(IoUringConnectionListener listener)
     {
-        var tcs = new TaskCompletionSource<Acceptor>(TaskCreationOptions.RunContinuationsAsynchronously);
-        Post(static s =>
+        var request = new AcceptorRequest(this, listener);
+        PostOrAbandon(static s =>
         {
-            var (self, listener, tcs) = ((RingThread, IoUringConnectionListener, TaskCompletionSource<Acceptor>))s!;
-            var acceptor = new Acceptor(listener, self._acceptors.Count);
+            var request = (AcceptorRequest)s!;
+            var self = request.Target;
+            var acceptor = new Acceptor(request.Listener, self._acceptors.Count);
+            if (!request.Listener.AddAcceptor(self, acceptor))
+            {
+                // Unbound meanwhile: nothing to accept for.
+                acceptor.Finished.TrySetResult();
+                request.Armed.TrySetResult(acceptor);
+                return;
+            }
             self._acceptors.Add(acceptor);
-            listener.AddAcceptor(self, acceptor);
             self.ArmAccept(acceptor);
-            tcs.SetResult(acceptor);
-        }, (this, listener, tcs));
-        return tcs.Task;
+            request.Armed.TrySetResult(acceptor);
+        }, request);
+        return request.Armed.Task;
     }
 
     /// <summary>Cancels the acceptor's multishot accept; the task completes when the kernel confirms it ended.</summary>
@@ -741,26 +816,44 @@ internal sealed unsafe class RingThread : PipeScheduler
 
     private void Cleanup()
     {
+        // Unregistering the files drops the ring's references to the sockets (a failed ring's resets go out now).
         _files?.Dispose();
-        _sendArena?.Dispose();
-        _buffers?.Dispose();
-        _ring?.Dispose(); // closing the ring fd also drops anything still registered
+        if (_kernelMemoryLeaked)
+        {
+            // The kernel may still write the receive buffers, read the send chunks or write the eventfd counter:
+            // they stay allocated for good. Closing the ring fd makes the kernel cancel whatever is left.
+            _ring?.Dispose();
+        }
+        else
+        {
+            _sendArena?.Dispose();
+            _buffers?.Dispose();
+            _ring?.Dispose(); // closing the ring fd also drops anything still registered
+            NativeMemory.Free(_eventFdValue);
+            _eventFdValue = null;
+        }
         if (_eventFd >= 0)
         {
             LinuxSyscalls.Close(_eventFd);
             _eventFd = -1;
         }
-        NativeMemory.Free(_eventFdValue);
-        _eventFdValue = null;
         NativeMemory.Free(_acceptPauseTimespec);
         _acceptPauseTimespec = null;
-        if (MemoryPool != MemoryPool<byte>.Shared)
+        if (State != RingState.Failed)
         {
-            MemoryPool.Dispose();
+            DisposeMemoryPool(); // a failed ring's pipes may still be in the application's hands: see StopFailedAsync
         }
         foreach (var a in _acceptors)
         {
             a?.Finished.TrySetResult();
+        }
+    }
+
+    private void DisposeMemoryPool()
+    {
+        if (MemoryPool != MemoryPool<byte>.Shared)
+        {
+            MemoryPool.Dispose();
         }
     }
 
