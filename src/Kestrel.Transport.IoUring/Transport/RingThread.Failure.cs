@@ -24,6 +24,9 @@ internal sealed unsafe partial class RingThread
     /// <summary>New connections and acceptors may be handed to this ring.</summary>
     public bool AcceptsConnections => State == RingState.Running;
 
+    /// <summary>The ring failed and the kernel could not be reaped empty: its memory was left allocated for good.</summary>
+    internal bool KernelMemoryLeaked => Volatile.Read(ref _kernelMemoryLeaked);
+
     private void SetState(RingState state) => Interlocked.Exchange(ref _state, (int)state);
 
     /// <summary>An exception the ring cannot survive: the SQ or CQ is unusable. Anything else costs one connection at most.</summary>

@@ -138,6 +138,72 @@ public sealed class RingFailureTests(ITestOutputHelper output)
         }
     }
 
+    /// <summary>
+    /// A response stalled on a client that does not read keeps a send (pinned pipe memory) in the kernel. A failed
+    /// ring cancels it and frees memory only once reaped; if the kernel cannot be reaped (enter keeps failing), the
+    /// memory is leaked, never freed. Either way the client gets its RST and shutdown is prompt.
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task InFlightSendsAreReapedBeforeMemoryIsFreedOrElseLeaked(bool kernelUnreapable)
+    {
+        long written = 0;
+        var server = await IoUringTestServer.StartAsync(app =>
+        {
+            app.MapGet("/big", async (HttpContext c) =>
+            {
+                var chunk = new byte[64 * 1024];
+                for (int i = 0; i < 1024 && !c.RequestAborted.IsCancellationRequested; i++)
+                {
+                    await c.Response.Body.WriteAsync(chunk, c.RequestAborted);
+                    Interlocked.Add(ref written, chunk.Length);
+                }
+            });
+        }, configureTransport: o => o.RingCount = 1);
+        try
+        {
+            await using var stalled = await RawHttpConnection.ConnectAsync(server.Port, receiveBufferSize: 4096);
+            await stalled.SendAsync("GET /big HTTP/1.1\r\nHost: x\r\n\r\n");
+            await SemanticsPoll(() => Interlocked.Read(ref written) >= 1024 * 1024, "a stalled response");
+
+            var ring = server.Factory.Rings[0];
+            await RunOnRingAsync(ring, r =>
+            {
+                FailNextEnters(r, Abi.Errno.EINVAL, kernelUnreapable ? int.MaxValue : 1);
+                return true;
+            });
+
+            var buffer = new byte[64 * 1024];
+            var e = await Assert.ThrowsAnyAsync<SocketException>(async () =>
+            {
+                while (await stalled.Socket.ReceiveAsync(buffer, SocketFlags.None).WaitAsync(TimeSpan.FromSeconds(15)) > 0)
+                {
+                }
+            });
+            Assert.Equal(SocketError.ConnectionReset, e.SocketErrorCode);
+
+            var failure = await SemanticsSupportPoll(server);
+            output.WriteLine(failure.Message);
+            Assert.Equal(kernelUnreapable, ring.KernelMemoryLeaked);
+            Assert.Contains(kernelUnreapable ? "leaked rather than freed" : "let go of every request", failure.Message);
+
+            var stopwatch = Stopwatch.StartNew();
+            await server.StopAsync().WaitAsync(TimeSpan.FromSeconds(30));
+            Assert.True(stopwatch.Elapsed < TimeSpan.FromSeconds(8), $"shutdown took {stopwatch.Elapsed}");
+        }
+        finally
+        {
+            await server.DisposeAsync();
+        }
+    }
+
+    private static async Task<TestLogSink.LogRecord> SemanticsSupportPoll(IoUringTestServer server)
+    {
+        await SemanticsPoll(() => server.Logs.Records.Any(r => r.EventId.Name == "RingFailed"), "the RingFailed log line");
+        return server.Logs.Records.Single(r => r.EventId.Name == "RingFailed");
+    }
+
     /// <summary>Waits (polling, bounded) for state that no event announces across the application boundary.</summary>
     internal static async Task SemanticsPoll(Func<bool> condition, string what)
     {
