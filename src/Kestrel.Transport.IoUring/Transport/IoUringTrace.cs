@@ -71,6 +71,9 @@ internal sealed partial class IoUringTrace(ILogger logger)
     [LoggerMessage(110, LogLevel.Error, "Ring {Ring}: a queued work item failed; the ring carries on.", EventName = "WorkItemFailed")]
     public partial void WorkItemFailed(int ring, Exception ex);
 
+    [LoggerMessage(112, LogLevel.Information, "Accepting on {EndPoint}: RLIMIT_NOFILE is {Limit} now, with {Open} connections open; accepting one connection at a time while near the limit.", EventName = "AcceptingOneAtATime")]
+    public partial void AcceptingOneAtATime(EndPoint? endPoint, long limit, int open);
+
     [LoggerMessage(111, LogLevel.Critical, "Accepting on {EndPoint} stopped: no ring is left to accept on.", EventName = "NoRingLeftToAccept")]
     public partial void NoRingLeftToAccept(EndPoint? endPoint);
 }

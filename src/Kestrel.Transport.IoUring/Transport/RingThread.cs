@@ -259,6 +259,8 @@ internal sealed unsafe partial class RingThread : PipeScheduler
         _eventFdValue = (ulong*)NativeMemory.AllocZeroed(sizeof(ulong));
         _acceptPauseTimespec = (KernelTimespec*)NativeMemory.AllocZeroed((nuint)sizeof(KernelTimespec));
         _acceptPauseTimespec->Nanoseconds = 100_000_000; // 100 ms between retries when accept runs out of descriptors
+        _limitWatchTimespec = (KernelTimespec*)NativeMemory.AllocZeroed((nuint)sizeof(KernelTimespec));
+        _limitWatchTimespec->Seconds = 1;
         _zeroCopyEnabled = options.ZeroCopySendThreshold > 0 && _context.Capabilities.SendZeroCopy;
     }
 
@@ -686,6 +688,7 @@ internal sealed unsafe partial class RingThread : PipeScheduler
             IoUringSqe* sqe = _ring.GetSqe();
             SqePreparation.PrepareCancel(sqe, acceptor.PauseUserData, UserData.Encode(OperationKind.Cancel, 0, acceptor.Index));
         }
+        StopLimitWatch(acceptor);
         MaybeFinishAcceptor(acceptor);
     }
 
@@ -694,9 +697,12 @@ internal sealed unsafe partial class RingThread : PipeScheduler
         IoUringSqe* sqe = _ring.GetSqe();
         // A multishot accept takes everything in the backlog before we see a single completion, so it could run
         // the process out of descriptors. Near the budget, accept one connection per SQE instead.
-        if (_context.Descriptors.Remaining > _context.Options.Backlog + 64)
+        _context.Descriptors.Refresh();
+        acceptor.Multishot = HasRoomForMultishotAccept;
+        if (acceptor.Multishot)
         {
             SqePreparation.PrepareMultishotAccept(sqe, acceptor.Listener.ListenFd, acceptor.UserData);
+            WatchLimit(acceptor);
         }
         else
         {
@@ -718,12 +724,18 @@ internal sealed unsafe partial class RingThread : PipeScheduler
             return;
         }
 
+        if (UserData.KindOf(cqe.UserData) == OperationKind.Timeout && UserData.GenerationOf(cqe.UserData) == Acceptor.WatchMarker)
+        {
+            OnLimitWatchExpired(acceptor);
+            return;
+        }
         if (UserData.KindOf(cqe.UserData) == OperationKind.Timeout)
         {
             // The pause is over (or was cancelled by unbind): accept again unless still out of descriptors.
             acceptor.Paused = false;
             if (!acceptor.Stopped)
             {
+                _context.Descriptors.Refresh();
                 if (_context.Descriptors.IsExhausted)
                 {
                     PauseAcceptor(acceptor, reason: null); // still exhausted: wait again, without logging again
@@ -745,17 +757,31 @@ internal sealed unsafe partial class RingThread : PipeScheduler
         int res = cqe.Result;
         if (res >= 0)
         {
-            OnAccepted(acceptor, res);
-            if (_context.Descriptors.IsExhausted && !acceptor.Stopped)
+            var descriptors = _context.Descriptors;
+            descriptors.Refresh(); // the limit may have been lowered since the last accept
+            if (descriptors.Remaining < 0)
             {
-                PauseAcceptor(acceptor, $"the transport holds {_context.Descriptors.Open} connections, its share of RLIMIT_NOFILE");
+                // Into the reserve the runtime and the application need (the limit was lowered, or a multishot
+                // accept took a whole backlog at once): give this one back at once, as a full listener would.
+                SocketOptions.SetLingerZero(res);
+                LinuxSyscalls.Close(res);
+                PauseAcceptor(acceptor, ExhaustedReason());
+                MaybeFinishAcceptor(acceptor);
+                return;
+            }
+            OnAccepted(acceptor, res);
+            if (descriptors.IsExhausted && !acceptor.Stopped)
+            {
+                PauseAcceptor(acceptor, ExhaustedReason());
                 return;
             }
         }
         else if (res == -Errno.EMFILE || res == -Errno.ENFILE || res == -Errno.ENOMEM || res == -Errno.ENOBUFS)
         {
             // Out of descriptors or memory: stop accepting for a moment instead of spinning on the same error;
-            // established connections carry on, and the backlog waits in the kernel.
+            // established connections carry on, and the backlog waits in the kernel. Something else took
+            // descriptors: count them again.
+            _context.Descriptors.Refresh(forceCount: true);
             PauseAcceptor(acceptor, Errno.Name(res));
             return;
         }
@@ -767,6 +793,9 @@ internal sealed unsafe partial class RingThread : PipeScheduler
         }
         MaybeFinishAcceptor(acceptor);
     }
+
+    private string ExhaustedReason()
+        => $"{_context.Descriptors.Open} connections are open and RLIMIT_NOFILE is {_context.Descriptors.Limit}: the rest is kept for the runtime and the application";
 
     /// <summary>Cancels the acceptor's multishot accept and retries after 100 ms (a timeout in the ring, no spinning).</summary>
     private void PauseAcceptor(Acceptor acceptor, string? reason)
@@ -793,7 +822,7 @@ internal sealed unsafe partial class RingThread : PipeScheduler
 
     private void MaybeFinishAcceptor(Acceptor acceptor)
     {
-        if (acceptor.Stopped && !acceptor.Armed && !acceptor.Paused)
+        if (acceptor.Stopped && !acceptor.InKernel)
         {
             _acceptors[acceptor.Index] = null;
             acceptor.Finished.TrySetResult();
@@ -804,7 +833,7 @@ internal sealed unsafe partial class RingThread : PipeScheduler
     {
         foreach (var a in _acceptors)
         {
-            if (a is not null && (a.Armed || a.Paused))
+            if (a is not null && a.InKernel)
             {
                 return true;
             }
@@ -839,6 +868,8 @@ internal sealed unsafe partial class RingThread : PipeScheduler
         }
         NativeMemory.Free(_acceptPauseTimespec);
         _acceptPauseTimespec = null;
+        NativeMemory.Free(_limitWatchTimespec);
+        _limitWatchTimespec = null;
         if (State != RingState.Failed)
         {
             DisposeMemoryPool(); // a failed ring's pipes may still be in the application's hands: see StopFailedAsync
