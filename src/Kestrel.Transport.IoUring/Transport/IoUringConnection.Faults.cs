@@ -1,4 +1,3 @@
-using System.Runtime.InteropServices;
 using Kestrel.Transport.IoUring.Abi;
 using Kestrel.Transport.IoUring.Core;
 using Microsoft.AspNetCore.Connections;
@@ -24,8 +23,10 @@ internal sealed partial class IoUringConnection
     // Ring failure (ring thread): reset, drain, close
     // ================================================================================================================
 
+    private bool _descriptorFree; // no direct send uses the descriptor any more (set when the ring fails)
+
     /// <summary>True while the kernel may still use memory of this connection: its recv (provided buffers), its send (pinned pipe memory, the msghdr) or a zero-copy notification.</summary>
-    public bool KernelHoldsRequests => _receiveArmed || _sendInFlight || _zeroCopyNotificationPending;
+    public bool KernelHoldsRequests => _receiveArmed || _sender.KernelHoldsSend;
 
     /// <summary>
     /// Its ring cannot go on: the close will be abortive (RST), the application's input completes with
@@ -38,6 +39,7 @@ internal sealed partial class IoUringConnection
             return;
         }
         _shutdownReason ??= reason;
+        _descriptorFree = _sender.StopForRingFailure();
         _log.ConnectionWriteRst(ConnectionId, reason.Message);
         SocketOptions.SetLingerZero(_fd);
         if (!_receiveDone)
@@ -55,18 +57,9 @@ internal sealed partial class IoUringConnection
         {
             _receiveArmed &= cqe.HasMore;
         }
-        else if (cqe.IsNotification)
-        {
-            _zeroCopyNotificationPending = false;
-            _sendInFlight = false;
-        }
-        else if (_zeroCopyInFlight && cqe.HasMore)
-        {
-            _zeroCopyNotificationPending = true; // the kernel reads the memory until the notification
-        }
         else
         {
-            _sendInFlight = false;
+            _sender.OnCompletionWhileDraining(cqe);
         }
     }
 
@@ -75,25 +68,20 @@ internal sealed partial class IoUringConnection
     /// (<paramref name="kernelQuiet"/>), the send memory goes back to the pool; otherwise it stays pinned and
     /// referenced for good, since the kernel may still read it.
     /// </summary>
-    public unsafe void FinishRingFailure(bool kernelQuiet)
+    public void FinishRingFailure(bool kernelQuiet)
     {
         if (_closed)
         {
             return;
         }
         _closed = true;
-        if (kernelQuiet)
+        _sender.EndAfterRingFailure(kernelQuiet, _shutdownReason!);
+        if (_descriptorFree)
         {
-            ReleasePins();
-            _output.Complete(_shutdownReason);
-            if (_message is not null)
-            {
-                NativeMemory.Free(_message);
-                _message = null;
-            }
+            LinuxSyscalls.Close(_fd);
+            _context.Descriptors.OnClosed();
         }
-        LinuxSyscalls.Close(_fd);
-        _context.Descriptors.OnClosed();
+        // else a direct send on another thread still uses the descriptor: it stays open rather than be reused under it
         _ring.ReleaseConnection(this);
         _context.Metrics.OnConnectionClosed();
         _socketClosed.TrySetResult();
