@@ -37,7 +37,7 @@ public sealed class IoUringTransportFactory : IConnectionListenerFactory, IConne
         _options = options;
         _loggerFactory = loggerFactory;
         _services = services;
-        _log = new IoUringTrace(loggerFactory.CreateLogger(IoUringTrace.CategoryName));
+        _log = new IoUringTrace(loggerFactory);
     }
 
     /// <summary>True once a bind has chosen io_uring; false before the first bind or after a fall-back.</summary>
@@ -94,7 +94,7 @@ public sealed class IoUringTransportFactory : IConnectionListenerFactory, IConne
                 }
                 FallbackReason = reason;
                 _metrics.Fallbacks.Add(1);
-                _log.FallingBackToSockets(reason);
+                _log.Lifetime.FallingBackToSockets(reason);
                 _fallback = new SocketTransportFactory(Options.Create(ToSocketOptions(options)), _loggerFactory);
             }
             _started = true;
@@ -147,7 +147,7 @@ public sealed class IoUringTransportFactory : IConnectionListenerFactory, IConne
 
         _context = context;
         _rings = rings;
-        _log.TransportStarted(Describe(options, capabilities, rings));
+        _log.Lifetime.TransportStarted(Describe(options, capabilities, rings));
         return null;
     }
 

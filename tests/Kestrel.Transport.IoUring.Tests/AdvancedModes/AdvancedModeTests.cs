@@ -59,7 +59,7 @@ public sealed class AdvancedModeTests(ITestOutputHelper output)
 
     private string StartLine(IoUringTestServer server)
     {
-        var line = Assert.Single(server.Logs.Records, r => r.Category == "Kestrel.Transport.IoUring" && r.EventId.Name == "TransportStarted").Message;
+        var line = Assert.Single(server.Logs.Records, r => r.Category == "Kestrel.Transport.IoUring.Lifetime" && r.EventId.Name == "TransportStarted").Message;
         output.WriteLine(line);
         return line;
     }
