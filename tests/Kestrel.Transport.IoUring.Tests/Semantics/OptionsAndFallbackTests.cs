@@ -1,6 +1,7 @@
 using Kestrel.Transport.IoUring.Tests.Infrastructure;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.TestHost;
 using Microsoft.Extensions.Configuration;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.Extensions.DependencyInjection;
@@ -37,7 +38,45 @@ public sealed class OptionsAndFallbackTests
         var validation = e as OptionsValidationException ?? e.InnerException as OptionsValidationException
             ?? (e.InnerException?.InnerException as OptionsValidationException);
         Assert.NotNull(validation);
-        Assert.Contains($"IoUringTransportOptions.{option}", validation!.Message);
+        // The property and the configuration key, and no "256.; " between failures.
+        Assert.Contains($"IoUringTransportOptions.{option} (Kestrel:IoUring:{option})", validation!.Message);
+        Assert.DoesNotContain(".;", validation.Message);
+    }
+
+    [Fact]
+    public async Task ASubmissionQueueTooLargeForTheCompletionQueueNamesBothAndWhatToChange()
+    {
+        var e = await Assert.ThrowsAnyAsync<OptionsValidationException>(() => StartTestHostAsync(new() { ["Kestrel:IoUring:SubmissionQueueSize"] = "8192" }));
+        string failure = Assert.Single(e.Failures);
+        Assert.Contains("IoUringTransportOptions.CompletionQueueSize (Kestrel:IoUring:CompletionQueueSize) is 8192", failure);
+        Assert.Contains("IoUringTransportOptions.SubmissionQueueSize (Kestrel:IoUring:SubmissionQueueSize), which is 8192", failure);
+        Assert.Contains("raise CompletionQueueSize to 16384 or lower SubmissionQueueSize to 4096", failure);
+    }
+
+    [Fact]
+    public async Task InvalidOptionsFailWhenTheHostStartsBeforeAnyBind()
+    {
+        // TestServer binds nothing: only ValidateOnStart can fail this start.
+        var e = await Assert.ThrowsAnyAsync<OptionsValidationException>(() => StartTestHostAsync(new()
+        {
+            ["Kestrel:IoUring:RingCount"] = "0",
+            ["Kestrel:IoUring:Backlog"] = "0",
+        }));
+        Assert.Equal(2, e.Failures.Count());
+        Assert.Equal(
+            "IoUringTransportOptions.RingCount (Kestrel:IoUring:RingCount) is 0; it must be between 1 and 256; "
+            + "IoUringTransportOptions.Backlog (Kestrel:IoUring:Backlog) is 0; it must be at least 1",
+            e.Message);
+    }
+
+    private static async Task StartTestHostAsync(Dictionary<string, string?> settings)
+    {
+        using var host = new HostBuilder()
+            .ConfigureAppConfiguration(c => c.AddInMemoryCollection(settings))
+            .ConfigureWebHost(web => web.UseTestServer().UseIoUring().Configure(_ => { }))
+            .Build();
+        await host.StartAsync();
+        await host.StopAsync();
     }
 
     private static IHost BuildHostWithConfiguration(Dictionary<string, string?> settings)
@@ -142,6 +181,23 @@ public sealed class OptionsAndFallbackTests
         Assert.DoesNotContain("EPERM", server.Factory.FallbackReason);
         using var client = server.CreateClient();
         Assert.Equal("sockets", await client.GetStringAsync("/"));
+    }
+
+    [Fact]
+    public async Task OnWindowsOrMacOsTheAppServesOverSocketsSayingWhyWithoutProbing()
+    {
+        await using var server = await IoUringTestServer.StartAsync(MapWhoServes, configureTransport: o =>
+        {
+            o.SimulatedOperatingSystem = "Microsoft Windows 10.0.26100";
+            o.SimulatedSetupErrno = 1; // were io_uring probed, the reason would be EPERM
+        }, requireIoUring: false);
+        Assert.False(server.Factory.IsUsingIoUring);
+        Assert.Equal("io_uring exists only on Linux and this is Microsoft Windows 10.0.26100", server.Factory.FallbackReason);
+        using var client = server.CreateClient();
+        Assert.Equal("sockets", await client.GetStringAsync("/"));
+        var warning = Assert.Single(server.Logs.Records, r => r.Category.StartsWith("Kestrel.Transport.IoUring", StringComparison.Ordinal) && r.Level > LogLevel.Debug);
+        Assert.Equal("FallingBackToSockets", warning.EventId.Name);
+        Assert.Contains("only on Linux", warning.Message);
     }
 
     [Fact]
