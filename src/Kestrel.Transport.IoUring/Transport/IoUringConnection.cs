@@ -251,7 +251,7 @@ internal sealed partial class IoUringConnection : ConnectionContext,
             NativeMemory.Free(_message);
             _message = null;
         }
-        _context.Metrics.OnConnectionClosed();
+        _ring.Metrics.OnConnectionClosed();
         _socketClosed.TrySetResult();
     }
 }
