@@ -86,11 +86,11 @@ public sealed class IoUringCapabilities
             caps.SetupError = Errno.Name(basic);
             caps.UnavailableReason = -basic switch
             {
-                Errno.ENOSYS => "io_uring_setup failed with ENOSYS: this kernel has no io_uring.",
+                Errno.ENOSYS => "io_uring_setup failed with ENOSYS: this kernel has no io_uring",
                 Errno.EPERM => caps.IoUringDisabledSysctl is > 0
-                    ? $"io_uring_setup failed with EPERM: kernel.io_uring_disabled is {caps.IoUringDisabledSysctl}."
-                    : "io_uring_setup failed with EPERM: blocked by a seccomp profile (containers' default since late 2023) or kernel.io_uring_disabled.",
-                _ => $"io_uring_setup failed with {Errno.Name(basic)}.",
+                    ? $"io_uring_setup failed with EPERM: kernel.io_uring_disabled is {caps.IoUringDisabledSysctl}"
+                    : "io_uring_setup failed with EPERM: blocked by a seccomp profile (containers' default since late 2023) or kernel.io_uring_disabled",
+                _ => $"io_uring_setup failed with {Errno.Name(basic)}",
             };
             return caps;
         }
@@ -141,7 +141,7 @@ public sealed class IoUringCapabilities
         if ((caps.KernelFeatureBits & KernelFeatures.NoDrop) == 0) missing.Add("IORING_FEAT_NODROP (Linux 5.5)");
         if (missing.Count > 0)
         {
-            caps.UnavailableReason = $"io_uring on kernel {caps.KernelRelease} lacks {string.Join(", ", missing)}.";
+            caps.UnavailableReason = $"io_uring on kernel {caps.KernelRelease} lacks {string.Join(", ", missing)}";
             return caps;
         }
         caps.IsSupported = true;
