@@ -27,6 +27,8 @@ internal sealed class IoUringTransportMetrics : IDisposable
         var networkIo = _meter.CreateCounter<long>("iouring.network.io", "By", "Payload bytes received from and sent to clients (tag network.io.direction).");
         BytesReceived = new TaggedCounter(networkIo, new("network.io.direction", "receive"));
         BytesSent = new TaggedCounter(networkIo, new("network.io.direction", "transmit"));
+        DirectSends = _meter.CreateCounter<long>("iouring.sends.direct", "{send}", "Sends made by the flushing thread itself with a non-blocking send(2).");
+        RingSends = _meter.CreateCounter<long>("iouring.sends.ring", "{send}", "Sends made through the ring (SEND, SENDMSG, SEND_ZC).");
         Enters = _meter.CreateCounter<long>("iouring.enter.calls", "{call}", "io_uring_enter system calls, per ring.");
         SqesPerEnter = _meter.CreateHistogram<long>("iouring.enter.submitted", "{sqe}", "SQEs submitted by one io_uring_enter, per ring.");
         Submitted = _meter.CreateCounter<long>("iouring.sqe.submitted", "{sqe}", "SQEs submitted, per ring.");
@@ -43,6 +45,8 @@ internal sealed class IoUringTransportMetrics : IDisposable
     internal Counter<long> ConnectionsAccepted { get; }
     public TaggedCounter BytesReceived { get; }
     public TaggedCounter BytesSent { get; }
+    public Counter<long> DirectSends { get; }
+    public Counter<long> RingSends { get; }
     internal Counter<long> Enters { get; }
     internal Histogram<long> SqesPerEnter { get; }
     internal Counter<long> Submitted { get; }

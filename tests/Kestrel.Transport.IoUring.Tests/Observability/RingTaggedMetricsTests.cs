@@ -89,7 +89,8 @@ public sealed class RingTaggedMetricsTests
         // Names as documented in the README, each with a unit (UCUM: "By", or an annotation such as "{connection}").
         string[] documented =
         [
-            "iouring.connection.active", "iouring.connection.accepted", "iouring.network.io", "iouring.enter.calls",
+            "iouring.connection.active", "iouring.connection.accepted", "iouring.network.io", "iouring.sends.direct",
+            "iouring.sends.ring", "iouring.enter.calls",
             "iouring.enter.submitted", "iouring.sqe.submitted", "iouring.cq.overflows", "iouring.recv.no_buffers",
             "iouring.send_zc.sends", "iouring.send_zc.copied", "iouring.accept.pauses", "iouring.fixed_files.exhausted",
             "iouring.ring.wakeups", "iouring.fallbacks",
