@@ -183,6 +183,7 @@ public sealed class IoUringTransportFactory : IConnectionListenerFactory, IConne
         if (o.IncrementalReceiveBuffers && !rings[0].Buffers.IsIncremental) disabled.Add("incremental receive buffers (not supported by this kernel)");
         return $"{rings.Length} ring(s) on Linux {caps.KernelRelease}, SQ {rings[0].Ring.SubmissionQueueEntries} / CQ {rings[0].Ring.CompletionQueueEntries}; "
             + $"application code on the {(o.ApplicationScheduling == ApplicationSchedulingMode.Inline ? "ring threads (inline)" : "thread pool")}; "
+            + $"sends {(rings[0].Context.SendsFromFlushingThread ? "direct from the flushing thread, through the ring when the socket is full" : "through the ring")}; "
             + $"features: {features}"
             + (disabled.Count > 0 ? $"; not used: {string.Join(", ", disabled)}" : "");
     }

@@ -118,6 +118,9 @@ internal sealed unsafe class RingThread : PipeScheduler
 
     public bool IsOwnerThread => Environment.CurrentManagedThreadId == _thread.ManagedThreadId;
 
+    /// <summary>True while the loop waits in io_uring_enter for a completion (or is about to): a post then wakes it.</summary>
+    internal bool IsSleeping => Volatile.Read(ref _sleeping) == 1;
+
     /// <summary><c>await ring.SwitchTo()</c> continues on this ring's thread.</summary>
     public RingThreadAwaitable SwitchTo() => new(this);
 

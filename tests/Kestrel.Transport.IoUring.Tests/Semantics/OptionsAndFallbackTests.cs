@@ -79,7 +79,7 @@ public sealed class OptionsAndFallbackTests
         await host.StopAsync();
     }
 
-    private static IHost BuildHostWithConfiguration(Dictionary<string, string?> settings)
+    internal static IHost BuildHostWithConfiguration(Dictionary<string, string?> settings)
         => new HostBuilder()
             .ConfigureAppConfiguration(c => c.AddInMemoryCollection(settings))
             .ConfigureWebHost(web => web
