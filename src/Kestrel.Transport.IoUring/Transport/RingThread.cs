@@ -49,6 +49,7 @@ internal sealed unsafe partial class RingThread : PipeScheduler
     {
         _context = context;
         Index = index;
+        Metrics = context.Metrics.ForRing(index);
         _thread = new Thread(Run) { IsBackground = true, Name = $"io_uring ring {index}" };
         MemoryPool = context.CreateMemoryPool();
         var options = context.Options;
@@ -71,6 +72,9 @@ internal sealed unsafe partial class RingThread : PipeScheduler
     public PipeOptions OutputPipeOptions { get; }
 
     public int Index { get; }
+
+    /// <summary>This ring's instruments, tagged with its id.</summary>
+    public RingMetrics Metrics { get; }
     public IoUringTransportContext Context => _context;
     public Ring Ring => _ring;
     public ProvidedBufferRing Buffers => _buffers;
@@ -173,7 +177,7 @@ internal sealed unsafe partial class RingThread : PipeScheduler
         {
             ulong one = 1;
             LinuxSyscalls.Write(_eventFd, &one, sizeof(ulong));
-            _context.Metrics.Wakeups.Add(1);
+            Metrics.Wakeups.Add(1);
         }
     }
 
@@ -333,14 +337,14 @@ internal sealed unsafe partial class RingThread : PipeScheduler
             long submittedBefore = _ring.SubmittedCount;
             int r = _ring.SubmitAndWait(waitFor);
             Volatile.Write(ref _sleeping, 0);
-            _context.Metrics.RecordEnter(_ring.SubmittedCount - submittedBefore);
+            Metrics.RecordEnter(_ring.SubmittedCount - submittedBefore);
             if (r < 0 && r != -Errno.EBUSY && r != -Errno.EAGAIN)
             {
                 throw new IoUringException(r == -Errno.EBADR ? "io_uring_enter (completions were lost)" : "io_uring_enter", r);
             }
             if (_ring.HasOverflowedCompletions)
             {
-                _context.Metrics.CqOverflows.Add(1);
+                Metrics.CqOverflows.Add(1);
             }
             ReapCompletions();
             ThrowIfRingFailed();
@@ -466,7 +470,7 @@ internal sealed unsafe partial class RingThread : PipeScheduler
     public void OnBuffersExhausted()
     {
         _buffers.RecordExhausted();
-        _context.Metrics.NoBufferRearms.Add(1);
+        Metrics.NoBufferRearms.Add(1);
     }
 
     // ---- receives -------------------------------------------------------------------------------------------------
@@ -513,13 +517,13 @@ internal sealed unsafe partial class RingThread : PipeScheduler
     public void OnZeroCopyNotification(bool copied)
     {
         ZeroCopySends++;
-        _context.Metrics.ZeroCopySends.Add(1);
+        Metrics.ZeroCopySends.Add(1);
         if (!copied)
         {
             return;
         }
         ZeroCopyCopies++;
-        _context.Metrics.ZeroCopyCopies.Add(1);
+        Metrics.ZeroCopyCopies.Add(1);
         // Copying means zero-copy only added its notification overhead (loopback, NICs without SG): stop using it.
         if (_zeroCopyEnabled && ZeroCopySends >= 8 && ZeroCopyCopies * 2 > ZeroCopySends)
         {
@@ -612,7 +616,7 @@ internal sealed unsafe partial class RingThread : PipeScheduler
             fixedSlot = _files.Install(fd);
             if (fixedSlot < 0)
             {
-                _context.Metrics.FixedFileTableFull.Add(1);
+                Metrics.FixedFileTableFull.Add(1);
                 fixedSlot = -1; // ordinary descriptor for this connection
             }
         }
@@ -634,7 +638,7 @@ internal sealed unsafe partial class RingThread : PipeScheduler
             return;
         }
         _slots.Set(slot, connection);
-        _context.Metrics.OnConnectionAccepted();
+        Metrics.OnConnectionAccepted();
         connection.Start();
         listener.OnConnectionAccepted(connection);
     }
@@ -810,7 +814,7 @@ internal sealed unsafe partial class RingThread : PipeScheduler
         }
         if (reason is not null)
         {
-            _context.Metrics.AcceptPauses.Add(1);
+            Metrics.AcceptPauses.Add(1);
             _context.Log.AcceptPaused(acceptor.Listener.EndPoint, reason);
         }
         if (acceptor.Armed)
