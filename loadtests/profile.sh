@@ -47,14 +47,14 @@ perf record -F "$FREQ" -g -p "$SERVER_PID" -o "$RAW/$tag.perf.data" -- sleep "$S
   || { cat "$RAW/$tag.record.log" >&2; die "perf record failed"; }
 wait "$load_pid"
 # perf report needs the server's /tmp/perf-PID.map, which the runtime keeps while the process lives: report first.
-perf report -i "$RAW/$tag.perf.data" --no-children --sort dso --stdio -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -12 >"$RAW/$tag.dso.txt"
-perf report -i "$RAW/$tag.perf.data" --no-children --sort sym --stdio -g none 2>/dev/null | grep -v '^$' | head -"$TOP" >"$RAW/$tag.sym.txt"
+perf report -i "$RAW/$tag.perf.data" --no-children --sort dso --stdio -g none >"$RAW/$tag.dso.txt" 2>/dev/null
+perf report -i "$RAW/$tag.perf.data" --no-children --sort sym --stdio -g none >"$RAW/$tag.sym.txt" 2>/dev/null
 stop_server
 
-echo "# $tag: $(grep -E 'finished in|Requests/sec' "$RAW/$tag.load.txt" | head -1)"
+echo "# $tag: $(grep -m1 -E 'finished in|Requests/sec' "$RAW/$tag.load.txt" || echo 'no load summary')"
 echo "# $TRANSPORT_LINE"
 echo "## shares by shared object"
-cat "$RAW/$tag.dso.txt"
+grep -v -e '^#' -e '^$' "$RAW/$tag.dso.txt" | sed -n "1,12p"
 echo "## top symbols"
-cat "$RAW/$tag.sym.txt"
+grep -v -e '^$' "$RAW/$tag.sym.txt" | sed -n "1,${TOP}p"
 log "raw: $RAW"
