@@ -159,6 +159,14 @@ start_server() {
 
 cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 status_kib() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
+# count_context_switches <pid> <seconds> <file>: the process's context switches over the next <seconds>, all threads,
+# including those that exit meanwhile (perf's software counter; /proc sums would lose exited threads). Run it in the
+# background beside the load; read the figure with read_context_switches <file> (empty without perf).
+count_context_switches() {
+  command -v perf >/dev/null || return 0
+  perf stat -x, -e context-switches -p "$1" -o "$3" -- sleep "$2" >/dev/null 2>&1 || true
+}
+read_context_switches() { awk -F, '$3 == "context-switches" && $1 ~ /^[0-9]+$/ {print $1}' "$1" 2>/dev/null; }
 # machine_busy_ticks: user + nice + system time of all CPUs (without idle, iowait, irq, softirq, steal).
 machine_busy_ticks() { awk '/^cpu / {print $2 + $3 + $4}' /proc/stat; }
 

@@ -46,10 +46,13 @@ sleep "$WARMUP"
 perf record -F "$FREQ" -g -p "$SERVER_PID" -o "$RAW/$tag.perf.data" -- sleep "$SECONDS_RECORDED" >/dev/null 2>"$RAW/$tag.record.log" \
   || { cat "$RAW/$tag.record.log" >&2; die "perf record failed"; }
 wait "$load_pid"
-# perf report needs the server's /tmp/perf-PID.map, which the runtime keeps while the process lives: report first.
+# perf report names JIT'd frames from the server's /tmp/perf-PID.map; the runtime leaves that file behind, so it is
+# moved next to the recording once the reports are written.
+server_pid="$SERVER_PID"
+stop_server
 perf report -i "$RAW/$tag.perf.data" --no-children --sort dso --stdio -g none >"$RAW/$tag.dso.txt" 2>/dev/null
 perf report -i "$RAW/$tag.perf.data" --no-children --sort sym --stdio -g none >"$RAW/$tag.sym.txt" 2>/dev/null
-stop_server
+[[ -f "/tmp/perf-$server_pid.map" ]] && mv "/tmp/perf-$server_pid.map" "$RAW/$tag.perf-$server_pid.map"
 
 echo "# $tag: $(grep -m1 -E 'finished in|Requests/sec' "$RAW/$tag.load.txt" || echo 'no load summary')"
 echo "# $TRANSPORT_LINE"

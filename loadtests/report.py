@@ -47,6 +47,8 @@ def summarize(rows):
         "p99_ms": med([r.get("p99_ms") for r in rows]),
         "mean_ms": med([r.get("mean_ms") for r in rows]),
         "cpu_us": med([r["cpu_s"] / r["requests"] * 1e6 if r["requests"] else None for r in rows]),
+        "switches": med([r["context_switches"] / r["requests"] if r.get("context_switches") is not None and r["requests"] else None
+                         for r in rows]),
         "cpu_util": med([r["cpu_s"] / r["wall_s"] if r["wall_s"] else None for r in rows]),
         "client_util": med([r.get("client_cpu_s", 0) / r["wall_s"] if r["wall_s"] else None for r in rows]),
         "other_cpu": [r.get("other_cpu") for r in rows],
@@ -226,6 +228,15 @@ def markdown(run, name, elapsed):
         d, i = run.iouring(sc, "default"), run.iouring(sc, "inline")
         cells.append(f"{d['cpu_us'] / i['cpu_us']:.2f}×" if d and i and d["cpu_us"] and i["cpu_us"] else "–")
         L.append("| " + " | ".join(cells) + " |")
+    L.append("")
+
+    L += ["Server context switches per request (`perf stat -e context-switches -p PID` over the window, all threads; what "
+          "handing work between threads costs; \"–\" without perf):", ""]
+    L.append("| scenario | Sockets | " + " | ".join(VARIANT_TITLES.get(v, v) for v in variants) + " |")
+    L.append("|---|--:|" + "--:|" * len(variants))
+    for sc in run.scenarios:
+        xs = [run.sockets(sc)] + [run.iouring(sc, v) for v in variants]
+        L.append("| " + " | ".join([sc] + [fmt(x["switches"], 3) if x else "–" for x in xs]) + " |")
     L.append("")
 
     L += ["## Latency (ms)", "",

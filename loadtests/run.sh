@@ -160,7 +160,7 @@ record() {
     --transport "$transport" --cpu-ticks "$7" "$8" --wall "$9" "${10}" --machine-ticks "${11}" "${12}" --hz "$CLK_TCK" \
     --client-cpu "$(cat "$RAW/$tag.load.txt.cpu" 2>/dev/null || echo 0)" --loadavg "${13}" \
     --vmhwm-kib "$(status_kib "$SERVER_PID" VmHWM)" --vmrss-kib "$(status_kib "$SERVER_PID" VmRSS)" \
-    --note "${14}" --transport-line "$TRANSPORT_LINE" --tag "$tag" >>"$RAW/results.jsonl" \
+    --context-switches "${CONTEXT_SWITCHES:--1}" --note "${14}" --transport-line "$TRANSPORT_LINE" --tag "$tag" >>"$RAW/results.jsonl" \
     || { log "FAIL: $tag had socket errors, non-2xx responses or no responses (see $RAW/$tag.load.txt)"; FAILED=1; }
 }
 
@@ -171,9 +171,13 @@ measure() {
   (( SCENARIO_WARMUP > 0 )) && run_load "$scenario" "$SCENARIO_WARMUP" "$RAW/$tag.warmup.txt" >/dev/null
   local c0 c1 t0 t1 m0 m1 load1 tool
   load1="$(awk '{print $1}' /proc/loadavg)"
+  count_context_switches "$SERVER_PID" "$DURATION" "$RAW/$tag.switches.csv" &
+  local counter=$!
   c0="$(cpu_ticks "$SERVER_PID")"; m0="$(machine_busy_ticks)"; t0="$(date +%s.%N)"
   tool="$(run_load "$scenario" "$DURATION" "$RAW/$tag.load.txt")"
   c1="$(cpu_ticks "$SERVER_PID")"; m1="$(machine_busy_ticks)"; t1="$(date +%s.%N)"
+  wait "$counter" || true
+  CONTEXT_SWITCHES="$(read_context_switches "$RAW/$tag.switches.csv")"
   kill -0 "$SERVER_PID" 2>/dev/null || { log "FAIL: the server died during $tag"; FAILED=1; return; }
   record "$tag" "$tool" "$round" "$scenario" "$variant" "$transport" "$c0" "$c1" "$t0" "$t1" "$m0" "$m1" "$load1" "$note"
 }

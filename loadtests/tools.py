@@ -201,7 +201,7 @@ def record(a):
     machine = (a.machine_ticks[1] - a.machine_ticks[0]) / a.hz
     r.update(tag=a.tag, round=a.round, scenario=a.scenario, variant=a.variant, transport=a.transport, cpu_s=cpu, wall_s=wall,
              client_cpu_s=a.client_cpu, other_cpu=max(machine - cpu - a.client_cpu, 0.0) / wall if wall else None,
-             loadavg=a.loadavg, vmhwm_kib=a.vmhwm_kib, vmrss_kib=a.vmrss_kib, note=a.note, transport_line=a.transport_line)
+             context_switches=a.context_switches if a.context_switches >= 0 else None, loadavg=a.loadavg, vmhwm_kib=a.vmhwm_kib, vmrss_kib=a.vmrss_kib, note=a.note, transport_line=a.transport_line)
     print(json.dumps(r))
     us = cpu / r["requests"] * 1e6 if r["requests"] else float("nan")
     lat = f"p99 {r['p99_ms']:8.2f} ms" if r.get("p99_ms") else (f"mean {r['mean_ms']:7.2f} ms" if r.get("mean_ms") else "")
@@ -267,6 +267,7 @@ def main():
     for name in ("--client-cpu", "--loadavg"):
         r.add_argument(name, type=float, required=True)
     r.add_argument("--vmhwm-kib", type=int, required=True); r.add_argument("--vmrss-kib", type=int, required=True)
+    r.add_argument("--context-switches", type=int, default=-1, help="-1: not counted (no perf)")
     st = sub.add_parser("starvation-line"); st.add_argument("--file", required=True); st.add_argument("--round", type=int, required=True)
     st.add_argument("--transport", required=True); st.add_argument("--loadavg", type=float, required=True)
     st.add_argument("--transport-line", default="")
