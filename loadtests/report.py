@@ -70,13 +70,19 @@ def read_jsonl(path):
 
 class Run:
     def __init__(self, raw):
-        self.meta = json.load(open(os.path.join(raw, "meta.json")))
+        with open(os.path.join(raw, "meta.json")) as f:
+            self.meta = json.load(f)
         self.records = read_jsonl(os.path.join(raw, "results.jsonl"))
         self.starvation = read_jsonl(os.path.join(raw, "starvation.jsonl"))
         skipped = os.path.join(raw, "skipped.txt")
-        self.skipped = [l.strip() for l in open(skipped)] if os.path.exists(skipped) else []
+        self.skipped, self.syscalls = [], ""
+        if os.path.exists(skipped):
+            with open(skipped) as f:
+                self.skipped = [line.strip() for line in f if line.strip()]
         syscalls = os.path.join(raw, "syscalls.md")
-        self.syscalls = open(syscalls).read().strip() if os.path.exists(syscalls) else ""
+        if os.path.exists(syscalls):
+            with open(syscalls) as f:
+                self.syscalls = f.read().strip()
         cells = {}
         for r in self.records:
             cells.setdefault((r["scenario"], r["variant"], r["transport"]), []).append(r)
