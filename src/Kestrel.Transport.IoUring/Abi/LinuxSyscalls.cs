@@ -60,6 +60,21 @@ internal static unsafe partial class LinuxSyscalls
 
     public static int Write(int fd, void* buffer, nuint count) => Result(WriteRaw(fd, buffer, count));
 
+    /// <summary>send(2)/sendmsg(2) flags for a send from a thread that must never block or take SIGPIPE.</summary>
+    public const int MsgDontWait = 0x40, MsgNoSignal = 0x4000;
+
+    [LibraryImport(Libc, EntryPoint = "send", SetLastError = true)]
+    private static partial nint SendRaw(int fd, byte* buffer, nuint length, int flags);
+
+    /// <summary>send(2): the bytes the kernel took, or -errno.</summary>
+    public static int Send(int fd, byte* buffer, nuint length, int flags) => Result(SendRaw(fd, buffer, length, flags));
+
+    [LibraryImport(Libc, EntryPoint = "sendmsg", SetLastError = true)]
+    private static partial nint SendMsgRaw(int fd, MsgHdr* message, int flags);
+
+    /// <summary>sendmsg(2): the bytes the kernel took, or -errno.</summary>
+    public static int SendMsg(int fd, MsgHdr* message, int flags) => Result(SendMsgRaw(fd, message, flags));
+
     /// <summary>shutdown(2)'s how, for IORING_OP_SHUTDOWN.</summary>
     public const int ShutRd = 0, ShutWr = 1, ShutRdWr = 2;
 

@@ -27,24 +27,19 @@ namespace Kestrel.Transport.IoUring.Transport;
 /// </summary>
 internal sealed partial class IoUringConnection : ConnectionContext,
     IConnectionIdFeature, IConnectionTransportFeature, IConnectionItemsFeature, IMemoryPoolFeature,
-    IConnectionLifetimeFeature, IConnectionEndPointFeature, IIoUringConnectionFeature, IValueTaskSource<int>
+    IConnectionLifetimeFeature, IConnectionEndPointFeature, IIoUringConnectionFeature
 {
-    // One vectored send takes up to 256 pool blocks (1 MiB of 4 KiB blocks): a large response goes out in one
-    // SENDMSG, as with the Sockets transport, instead of one ring round trip per 128 KiB.
-    private const int MaxSendSegments = 256;
-
     private readonly RingThread _ring;
     private readonly IoUringTransportContext _context;
     private readonly IoUringTrace _log;
     private readonly int _fd;
     private readonly int _fixedSlot;
     private readonly ulong _receiveUserData;
-    private readonly ulong _sendUserData;
     private readonly ulong _cancelUserData;
 
     private readonly IDuplexPipe _originalTransport; // the application's ends, even if middleware replaces Transport
     private readonly PipeWriter _input;
-    private readonly PipeReader _output;
+    private readonly ConnectionSender _sender; // the send direction: the output pipe's reader
 
     private readonly CancellationTokenSource _connectionClosedSource = new();
     private readonly TaskCompletionSource _connectionClosedFired = new(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -69,18 +64,6 @@ internal sealed partial class IoUringConnection : ConnectionContext,
     private bool _unflushedInput;
     private bool _flushQueued;
 
-    private ManualResetValueTaskSourceCore<int> _sendSource;
-    private bool _sendInFlight;
-    private bool _sendLoopDone;
-    private bool _zeroCopyInFlight;
-    private bool _zeroCopyResultSeen;
-    private bool _zeroCopyNotificationPending;
-    private int _sendResult;
-    private MemoryHandle _singlePin;
-    private MemoryHandle[]? _segmentPins;
-    private int _segmentPinCount;
-    private unsafe MsgHdr* _message; // followed by MaxSendSegments iovecs, allocated on the first vectored send
-
     public IoUringConnection(RingThread ring, IoUringConnectionListener listener, int slot, uint generation,
         int fd, int fixedSlot, EndPoint? localEndPoint, EndPoint? remoteEndPoint)
     {
@@ -91,7 +74,6 @@ internal sealed partial class IoUringConnection : ConnectionContext,
         _fd = fd;
         _fixedSlot = fixedSlot;
         _receiveUserData = UserData.Encode(OperationKind.Receive, generation, slot);
-        _sendUserData = UserData.Encode(OperationKind.Send, generation, slot);
         _cancelUserData = UserData.Encode(OperationKind.Cancel, generation, slot);
         LocalEndPoint = localEndPoint;
         RemoteEndPoint = remoteEndPoint;
@@ -100,10 +82,10 @@ internal sealed partial class IoUringConnection : ConnectionContext,
         var input = new Pipe(ring.InputPipeOptions);
         var output = new Pipe(ring.OutputPipeOptions);
         _input = input.Writer;
-        _output = output.Reader;
+        _sender = new ConnectionSender(this, ring, output.Reader, fd, fixedSlot,
+            UserData.Encode(OperationKind.Send, generation, slot), _cancelUserData);
         Transport = _originalTransport = new DuplexPipe(input.Reader, output.Writer);
         ConnectionClosed = _connectionClosedSource.Token;
-        _sendSource.RunContinuationsAsynchronously = false; // the send loop continues inline on the ring thread
         _onFlushCompleted = OnFlushCompleted;
     }
 
@@ -185,7 +167,7 @@ internal sealed partial class IoUringConnection : ConnectionContext,
     public void Start()
     {
         ArmReceive();
-        _ = ProcessSendsAsync();
+        _ = _sender.RunAsync();
     }
 
     public void AbortOnRingThread(ConnectionAbortedException? reason)
@@ -195,7 +177,7 @@ internal sealed partial class IoUringConnection : ConnectionContext,
             return;
         }
         Shutdown(reason);
-        _output.CancelPendingRead();
+        _sender.Stop();
     }
 
     // ================================================================================================================
@@ -224,7 +206,7 @@ internal sealed partial class IoUringConnection : ConnectionContext,
         }
 
         CancelReceive();
-        CancelSend();
+        _sender.Stop();
         if (_flushPending)
         {
             _input.CancelPendingFlush(); // OnFlushCompleted then ends receiving
@@ -236,9 +218,10 @@ internal sealed partial class IoUringConnection : ConnectionContext,
     }
 
     /// <summary>Closes the descriptor once the connection is shut down and the kernel holds none of its requests.</summary>
-    private unsafe void MaybeClose()
+    private void MaybeClose()
     {
-        if (_closed || _shutdownReason is null || !_sendLoopDone || _receiveArmed || _sendInFlight || _zeroCopyNotificationPending || _flushPending)
+        // The sender's Done also means no direct send can still be using the descriptor.
+        if (_closed || _shutdownReason is null || !_sender.IsDone || _receiveArmed || _flushPending)
         {
             return;
         }
@@ -246,11 +229,6 @@ internal sealed partial class IoUringConnection : ConnectionContext,
         CompleteReceive(null);
         _ring.CloseSocket(_fd, _fixedSlot, _sendFinOnClose);
         _ring.ReleaseConnection(this);
-        if (_message is not null)
-        {
-            NativeMemory.Free(_message);
-            _message = null;
-        }
         _context.Metrics.OnConnectionClosed();
         _socketClosed.TrySetResult();
     }

@@ -28,6 +28,13 @@ internal sealed class IoUringTransportContext(
     public PipeScheduler ApplicationScheduler { get; } =
         options.ApplicationScheduling == ApplicationSchedulingMode.Inline ? PipeScheduler.Inline : PipeScheduler.ThreadPool;
 
+    /// <summary>
+    /// True when the thread that flushes a connection's output sends it itself (<see cref="SendPathMode.Direct"/>).
+    /// Inline scheduling flushes on the ring thread already, where the ring's batched sends are cheaper.
+    /// </summary>
+    public bool SendsFromFlushingThread { get; } =
+        options.SendPath == SendPathMode.Direct && options.ApplicationScheduling == ApplicationSchedulingMode.ThreadPool;
+
     /// <summary>A memory pool for one ring: Kestrel's pinned block pool from DI, or the shared array pool without one.</summary>
     public MemoryPool<byte> CreateMemoryPool() => memoryPoolFactory?.Create(s_poolOptions) ?? MemoryPool<byte>.Shared;
 }

@@ -21,6 +21,8 @@ internal sealed class IoUringTransportMetrics : IDisposable
         ConnectionsTotal = _meter.CreateCounter<long>("iouring.connections.total", "{connection}", "Connections accepted.");
         BytesReceived = _meter.CreateCounter<long>("iouring.bytes.received", "By", "Bytes received from clients.");
         BytesSent = _meter.CreateCounter<long>("iouring.bytes.sent", "By", "Bytes sent to clients.");
+        DirectSends = _meter.CreateCounter<long>("iouring.sends.direct", "{send}", "Sends made by the flushing thread itself with a non-blocking send(2).");
+        RingSends = _meter.CreateCounter<long>("iouring.sends.ring", "{send}", "Sends made through the ring (SEND, SENDMSG, SEND_ZC).");
         Enters = _meter.CreateCounter<long>("iouring.enter.calls", "{call}", "io_uring_enter system calls.");
         SqesPerEnter = _meter.CreateHistogram<long>("iouring.enter.sqes", "{sqe}", "SQEs submitted by one io_uring_enter.");
         Submitted = _meter.CreateCounter<long>("iouring.sqes.submitted", "{sqe}", "SQEs submitted.");
@@ -37,6 +39,8 @@ internal sealed class IoUringTransportMetrics : IDisposable
     public Counter<long> ConnectionsTotal { get; }
     public Counter<long> BytesReceived { get; }
     public Counter<long> BytesSent { get; }
+    public Counter<long> DirectSends { get; }
+    public Counter<long> RingSends { get; }
     public Counter<long> Enters { get; }
     public Histogram<long> SqesPerEnter { get; }
     public Counter<long> Submitted { get; }

@@ -17,6 +17,21 @@ public enum ApplicationSchedulingMode
     Inline = 1,
 }
 
+/// <summary>How bytes the application flushes reach the socket.</summary>
+public enum SendPathMode
+{
+    /// <summary>
+    /// The thread that flushes a response sends it at once with a non-blocking send(2) when the connection has no send
+    /// in flight, as the Sockets transport does; only what the kernel does not take at once (a full socket buffer)
+    /// goes on through the ring. A response never waits for the ring thread to wake up. Zero-copy sends and
+    /// <see cref="ApplicationSchedulingMode.Inline"/> always use the ring. The default.
+    /// </summary>
+    Direct = 0,
+
+    /// <summary>Every send goes through the ring: the flushing thread hands the bytes to the ring thread, which sends them.</summary>
+    Ring = 1,
+}
+
 /// <summary>What the transport does when io_uring cannot be used on this machine.</summary>
 public enum IoUringUnavailableBehavior
 {
@@ -88,6 +103,9 @@ public sealed class IoUringTransportOptions
 
     /// <summary>Where application code runs. Default <see cref="ApplicationSchedulingMode.ThreadPool"/>.</summary>
     public ApplicationSchedulingMode ApplicationScheduling { get; set; } = ApplicationSchedulingMode.ThreadPool;
+
+    /// <summary>How flushed bytes reach the socket: directly from the flushing thread, or always through the ring. Default <see cref="SendPathMode.Direct"/>.</summary>
+    public SendPathMode SendPath { get; set; } = SendPathMode.Direct;
 
     /// <summary>What happens when io_uring is unusable. Default <see cref="IoUringUnavailableBehavior.FallBackToSockets"/>.</summary>
     public IoUringUnavailableBehavior WhenUnavailable { get; set; } = IoUringUnavailableBehavior.FallBackToSockets;

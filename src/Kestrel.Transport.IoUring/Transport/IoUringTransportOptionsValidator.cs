@@ -32,6 +32,7 @@ internal sealed class IoUringTransportOptionsValidator : IValidateOptions<IoUrin
         Check(o.RegisteredSendBufferSize == 0 || o.RegisteredSendBufferSize is >= 64 * 1024 and <= 1 << 30,
             nameof(o.RegisteredSendBufferSize), o.RegisteredSendBufferSize, "it must be 0 (off) or from 65536 to 1073741824 bytes");
         Check(Enum.IsDefined(o.ApplicationScheduling), nameof(o.ApplicationScheduling), o.ApplicationScheduling, "it must be ThreadPool or Inline");
+        Check(Enum.IsDefined(o.SendPath), nameof(o.SendPath), o.SendPath, "it must be Direct or Ring");
         Check(Enum.IsDefined(o.WhenUnavailable), nameof(o.WhenUnavailable), o.WhenUnavailable, "it must be FallBackToSockets or Throw");
 
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);

@@ -41,7 +41,6 @@ internal sealed unsafe class RingThread : PipeScheduler
     private ulong* _eventFdValue;
     private KernelTimespec* _acceptPauseTimespec;
     private int _sleeping;
-    private int _wakeQueued; // a wake-up work item is queued on the thread pool
     private int _pendingCloses; // CLOSE SQEs whose completion has not arrived: the loop may not end before
     private volatile bool _stopping;
     private bool _zeroCopyEnabled;
@@ -58,7 +57,9 @@ internal sealed unsafe class RingThread : PipeScheduler
         // options say. Thresholds and halves as in the Sockets transport (0 = no back-pressure).
         InputPipeOptions = new PipeOptions(MemoryPool, readerScheduler: context.ApplicationScheduler, writerScheduler: this,
             pauseWriterThreshold: maxRead, resumeWriterThreshold: maxRead / 2, useSynchronizationContext: false);
-        OutputPipeOptions = new PipeOptions(MemoryPool, readerScheduler: this, writerScheduler: context.ApplicationScheduler,
+        // The output's reader is the send loop: with direct sends it runs on the thread that flushed, else here.
+        PipeScheduler sendLoopScheduler = context.SendsFromFlushingThread ? new FlushingThreadScheduler(this) : this;
+        OutputPipeOptions = new PipeOptions(MemoryPool, readerScheduler: sendLoopScheduler, writerScheduler: context.ApplicationScheduler,
             pauseWriterThreshold: maxWrite, resumeWriterThreshold: maxWrite / 2, useSynchronizationContext: false);
     }
 
@@ -113,6 +114,9 @@ internal sealed unsafe class RingThread : PipeScheduler
 
     public bool IsOwnerThread => Environment.CurrentManagedThreadId == _thread.ManagedThreadId;
 
+    /// <summary><c>await ring.SwitchTo()</c> continues on this ring's thread.</summary>
+    public RingThreadAwaitable SwitchTo() => new(this);
+
     /// <summary>Runs <paramref name="action"/> on this ring's thread: in order after the current work when already there, else via the queue and a wake-up.</summary>
     public override void Schedule(Action<object?> action, object? state)
     {
@@ -126,27 +130,24 @@ internal sealed unsafe class RingThread : PipeScheduler
         }
     }
 
-    /// <summary>Queues work from another thread and wakes the loop if it sleeps.</summary>
+    /// <summary>Queues work from another thread and wakes the loop at once if it sleeps.</summary>
     public void Post(Action<object?> action, object? state)
     {
         _remoteWork.Enqueue(new WorkItem(action, state));
-        // Dekker pairing with the loop: it sets _sleeping (full fence) and then checks the queue; we enqueued (full
-        // fence) and now check _sleeping. A sleeping ring is woken by a thread-pool item queued behind the work
-        // already waiting there, not by this thread at once: application threads flush many responses in a row
-        // (pipelining, one ring turn's worth of requests), and one wake-up after them lets the ring send them all
-        // with one io_uring_enter, instead of preempting the application for every single response.
-        if (Volatile.Read(ref _sleeping) == 1 && Interlocked.Exchange(ref _wakeQueued, 1) == 0)
+        // Dekker pairing with the loop: it sets _sleeping (full fence) and then checks the queue; we enqueued (a full
+        // fence inside ConcurrentQueue) and now check _sleeping, so either it sees our item or we see it asleep.
+        // The posting thread writes the eventfd itself: a wake-up that waited in the thread pool's queue would be
+        // as late as the pool is busy (seconds under starvation). Coalesced: only the poster that flips _sleeping
+        // 1 -> 0 writes, so a burst of posts to a sleeping ring costs one eventfd write and one wake-up.
+        if (Volatile.Read(ref _sleeping) == 1)
         {
-            System.Threading.ThreadPool.UnsafeQueueUserWorkItem(s_wake, this, preferLocal: false);
+            Wake();
         }
     }
-
-    private static readonly Action<RingThread> s_wake = static ring => ring.Wake();
 
     /// <summary>Writes the eventfd if the loop (still) sleeps; whoever flips _sleeping 1 -> 0 writes it.</summary>
     private void Wake()
     {
-        Volatile.Write(ref _wakeQueued, 0);
         if (Interlocked.CompareExchange(ref _sleeping, 0, 1) == 1)
         {
             ulong one = 1;
