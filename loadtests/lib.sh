@@ -10,7 +10,7 @@ SERVER_CPU="${SERVER_CPU:-0}"
 CLIENT_CPU="${CLIENT_CPU:-1}"
 ALLOW_FALLBACK="${ALLOW_FALLBACK:-0}"
 # The io_uring option that selects the old path where every send goes through the ring (the "ringsends" row).
-RING_SENDS_OPTION="${RING_SENDS_OPTION:-Kestrel__IoUring__DirectSends=false}"
+RING_SENDS_OPTION="${RING_SENDS_OPTION:-Kestrel__IoUring__SendPath=Ring}"
 CLK_TCK="$(getconf CLK_TCK)"
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }

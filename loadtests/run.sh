@@ -15,7 +15,7 @@
 #                        QUICK: the same without idle5000)
 #   VARIANTS="default inline ringsends" [default]   io_uring rows, each against Sockets with default options:
 #                        default = default options; inline = ApplicationScheduling=Inline; ringsends = every send through
-#                        the ring (the io_uring option RING_SENDS_OPTION, default Kestrel__IoUring__DirectSends=false;
+#                        the ring (the io_uring option RING_SENDS_OPTION, default Kestrel__IoUring__SendPath=Ring;
 #                        the row is skipped with a note when the server does not know the option)
 #   ADVANCED=""          extra io_uring variants, only when asked: sqpoll incremental zerocopy registered, measured on
 #                        ADVANCED_SCENARIOS (default: plaintext-c64 pipelined-c256 download-1mib-c16)
