@@ -264,7 +264,10 @@ fi
 
 if [[ "$SYSCALLS" == 1 ]]; then
   log "syscalls per request (loadtests/syscalls.sh)"
-  PORT="$NEXT_PORT" RAW_DIR="$RAW/syscalls" "$HERE/syscalls.sh" >"$RAW/syscalls.md" || { log "FAIL: syscalls.sh failed"; FAILED=1; }
+  rows="sockets:default iouring:default iouring:inline"
+  [[ " $VARIANTS " == *" ringsends "* && " $SKIPPED_VARIANTS " != *" ringsends "* ]] && rows+=" iouring:ringsends"
+  SCENARIOS="plaintext-c64 pipelined-c256" ROWS="$rows" WARMUP=5 WINDOW=5 \
+    SERVER_DLL="$SERVER_DLL" PORT="$NEXT_PORT" RAW_DIR="$RAW/syscalls" "$HERE/syscalls.sh" >"$RAW/syscalls.md" || { log "FAIL: syscalls.sh failed"; FAILED=1; }
 fi
 
 # ------------------------------------------------------------------------------------------------------- report
