@@ -49,6 +49,9 @@ public sealed class IoUringTransportFactory : IConnectionListenerFactory, IConne
     /// <summary>The number of rings serving (0 before the first bind or after a fall-back).</summary>
     public int RingCount => _rings?.Length ?? 0;
 
+    /// <summary>The rings serving, for tests that reach into one (empty before the first bind or after a fall-back).</summary>
+    internal IReadOnlyList<RingThread> Rings => _rings ?? [];
+
     /// <inheritdoc />
     public bool CanBind(EndPoint endpoint) => endpoint is IPEndPoint or UnixDomainSocketEndPoint or FileHandleEndPoint;
 
@@ -172,6 +175,7 @@ public sealed class IoUringTransportFactory : IConnectionListenerFactory, IConne
         if (o.IncrementalReceiveBuffers && !rings[0].Buffers.IsIncremental) disabled.Add("incremental receive buffers (not supported by this kernel)");
         return $"{rings.Length} ring(s) on Linux {caps.KernelRelease}, SQ {rings[0].Ring.SubmissionQueueEntries} / CQ {rings[0].Ring.CompletionQueueEntries}; "
             + $"application code on the {(o.ApplicationScheduling == ApplicationSchedulingMode.Inline ? "ring threads (inline)" : "thread pool")}; "
+            + $"sends {(rings[0].Context.SendsFromFlushingThread ? "direct from the flushing thread, through the ring when the socket is full" : "through the ring")}; "
             + $"features: {features}"
             + (disabled.Count > 0 ? $"; not used: {string.Join(", ", disabled)}" : "");
     }

@@ -45,12 +45,22 @@ internal sealed class IoUringConnectionListener : IConnectionListener
     /// <summary>Unbind has begun: connections accepted from now on are refused.</summary>
     public bool IsUnbinding => _unbinding;
 
-    /// <summary>The ring that gets the next accepted connection (called on the acceptor's ring thread only).</summary>
-    public RingThread NextRing()
+    /// <summary>
+    /// The ring that gets the next accepted connection: the next in turn that is alive, else the accepting ring
+    /// itself (called on the acceptor's ring thread only).
+    /// </summary>
+    public RingThread NextRing(RingThread accepting)
     {
-        RingThread ring = _rings[_nextRing];
-        _nextRing = (_nextRing + 1) % _rings.Length;
-        return ring;
+        for (int tries = 0; tries < _rings.Length; tries++)
+        {
+            RingThread ring = _rings[_nextRing];
+            _nextRing = (_nextRing + 1) % _rings.Length;
+            if (ring.AcceptsConnections)
+            {
+                return ring;
+            }
+        }
+        return accepting;
     }
 
     public int ListenFd { get; private set; } = -1;
@@ -70,7 +80,10 @@ internal sealed class IoUringConnectionListener : IConnectionListener
             ListenFd = (int)socket.Handle;
             SetNoDelayOnAccept = EndPoint is FileHandleEndPoint && _context.Options.NoDelay && socket.LocalEndPoint is IPEndPoint;
             _nextRing = Interlocked.Increment(ref s_listenerCount) % _rings.Length;
-            await _rings[_nextRing].AddAcceptorAsync(this).ConfigureAwait(false);
+            if (!await AddAcceptorOnLiveRingAsync(_nextRing).ConfigureAwait(false))
+            {
+                throw new InvalidOperationException("Every io_uring ring of the transport has failed; nothing can accept.");
+            }
         }
         catch
         {
@@ -121,13 +134,70 @@ internal sealed class IoUringConnectionListener : IConnectionListener
         return socket;
     }
 
-    /// <summary>Called by a ring when it arms this listener's accept.</summary>
-    public void AddAcceptor(RingThread ring, Acceptor acceptor)
+    /// <summary>Called by a ring before it arms this listener's accept; false once unbinding has begun (then it must not arm).</summary>
+    public bool AddAcceptor(RingThread ring, Acceptor acceptor)
     {
         lock (_gate)
         {
+            if (_unbinding)
+            {
+                return false;
+            }
             _acceptors.Add((ring, acceptor));
+            return true;
         }
+    }
+
+    /// <summary>The acceptor's ring has failed: accept on a live ring instead (unless unbinding). Called on the failed ring's thread.</summary>
+    public void MoveAcceptor(RingThread failed, Acceptor acceptor)
+    {
+        lock (_gate)
+        {
+            _acceptors.Remove((failed, acceptor));
+            if (_unbinding)
+            {
+                return;
+            }
+        }
+        _ = MoveAcceptorAsync(failed.Index + 1);
+    }
+
+    private async Task MoveAcceptorAsync(int firstRing)
+    {
+        try
+        {
+            if (!await AddAcceptorOnLiveRingAsync(firstRing).ConfigureAwait(false))
+            {
+                _context.Log.NoRingLeftToAccept(EndPoint);
+            }
+        }
+        catch (Exception e)
+        {
+            _context.Log.AcceptFailed(EndPoint, e);
+        }
+    }
+
+    /// <summary>Arms this listener's accept on the first live ring from <paramref name="firstRing"/> on; false if none is left.</summary>
+    private async Task<bool> AddAcceptorOnLiveRingAsync(int firstRing)
+    {
+        for (int i = 0; i < _rings.Length; i++)
+        {
+            RingThread ring = _rings[(firstRing + i) % _rings.Length];
+            if (!ring.AcceptsConnections)
+            {
+                continue;
+            }
+            try
+            {
+                await ring.AddAcceptorAsync(this).ConfigureAwait(false);
+                return true;
+            }
+            catch (RingFailedException)
+            {
+                // That ring failed meanwhile: try the next.
+            }
+        }
+        return false;
     }
 
     /// <summary>Called on a ring thread for every connection it accepted for this listener.</summary>
@@ -164,10 +234,10 @@ internal sealed class IoUringConnectionListener : IConnectionListener
 
     private async Task UnbindCoreAsync()
     {
-        _unbinding = true;
         (RingThread Ring, Acceptor Acceptor)[] acceptors;
         lock (_gate)
         {
+            _unbinding = true; // under the lock: an acceptor is either in this snapshot or refused by AddAcceptor
             acceptors = _acceptors.ToArray();
         }
         // Cancel every multishot accept and wait for the kernel to confirm, so no accept completes after the close.

@@ -62,6 +62,18 @@ internal sealed partial class IoUringTrace(ILogger logger)
     [LoggerMessage(108, LogLevel.Warning, "Ring {Ring}: registering send buffers failed ({Error}); sends are not registered. RLIMIT_MEMLOCK may be too low.", EventName = "RegisteredBuffersUnavailable")]
     public partial void RegisteredBuffersUnavailable(int ring, string error);
 
-    [LoggerMessage(106, LogLevel.Critical, "Ring {Ring} failed; its connections were aborted.", EventName = "RingFailed")]
-    public partial void RingFailed(int ring, Exception ex);
+    [LoggerMessage(106, LogLevel.Critical, "Ring {Ring} failed and stopped: {Error} Its {Connections} connection(s) were reset, new connections go to the other rings; {Memory}", EventName = "RingFailed")]
+    public partial void RingFailed(int ring, string error, int connections, string memory, Exception ex);
+
+    [LoggerMessage(109, LogLevel.Error, @"Connection id ""{ConnectionId}"": the transport failed while serving it; this connection was aborted, its ring carries on.", EventName = "ConnectionFailed")]
+    public partial void ConnectionFailed(string connectionId, Exception ex);
+
+    [LoggerMessage(110, LogLevel.Error, "Ring {Ring}: a queued work item failed; the ring carries on.", EventName = "WorkItemFailed")]
+    public partial void WorkItemFailed(int ring, Exception ex);
+
+    [LoggerMessage(112, LogLevel.Information, "Accepting on {EndPoint}: RLIMIT_NOFILE is {Limit} now, with {Open} connections open; accepting one connection at a time while near the limit.", EventName = "AcceptingOneAtATime")]
+    public partial void AcceptingOneAtATime(EndPoint? endPoint, long limit, int open);
+
+    [LoggerMessage(111, LogLevel.Critical, "Accepting on {EndPoint} stopped: no ring is left to accept on.", EventName = "NoRingLeftToAccept")]
+    public partial void NoRingLeftToAccept(EndPoint? endPoint);
 }

@@ -34,6 +34,7 @@ internal sealed class IoUringTransportMetrics : IDisposable
         FixedFileTableFull = _meter.CreateCounter<long>("iouring.fixed_files.full", "{event}", "Connections that got no registered-file slot.");
         Wakeups = _meter.CreateCounter<long>("iouring.wakeups", "{event}", "Cross-thread wake-ups of a sleeping ring.");
         Fallbacks = _meter.CreateCounter<long>("iouring.fallbacks", "{event}", "Times the transport fell back to Sockets.");
+        RingFailures = _meter.CreateCounter<long>("iouring.rings.failed", "{ring}", "Rings that failed and stopped (their connections were reset).");
     }
 
     public Counter<long> ConnectionsTotal { get; }
@@ -52,6 +53,7 @@ internal sealed class IoUringTransportMetrics : IDisposable
     public Counter<long> FixedFileTableFull { get; }
     public Counter<long> Wakeups { get; }
     public Counter<long> Fallbacks { get; }
+    public Counter<long> RingFailures { get; }
 
     public long ActiveConnections => Volatile.Read(ref _activeConnections);
 

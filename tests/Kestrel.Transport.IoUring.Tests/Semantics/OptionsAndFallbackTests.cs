@@ -40,7 +40,7 @@ public sealed class OptionsAndFallbackTests
         Assert.Contains($"IoUringTransportOptions.{option}", validation!.Message);
     }
 
-    private static IHost BuildHostWithConfiguration(Dictionary<string, string?> settings)
+    internal static IHost BuildHostWithConfiguration(Dictionary<string, string?> settings)
         => new HostBuilder()
             .ConfigureAppConfiguration(c => c.AddInMemoryCollection(settings))
             .ConfigureWebHost(web => web

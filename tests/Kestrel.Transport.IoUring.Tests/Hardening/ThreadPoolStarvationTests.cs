@@ -1,0 +1,69 @@
+using System.Diagnostics;
+using System.Text;
+using Kestrel.Transport.IoUring.Tests.Infrastructure;
+using Kestrel.Transport.IoUring.Tests.Semantics;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+
+namespace Kestrel.Transport.IoUring.Tests.Hardening;
+
+/// <summary>
+/// A starved thread pool must not hold back a response that is already written: neither the send (direct sends
+/// happen on the flushing thread) nor the ring's wake-up (written by the posting thread, never queued on the pool).
+/// Liveness, not speed: the bound is generous.
+/// </summary>
+[Collection(MachineWideCollection.Name)] // it starves the process's thread pool on purpose
+public sealed class ThreadPoolStarvationTests
+{
+    [Theory]
+    [InlineData(SendPathMode.Direct)]
+    [InlineData(SendPathMode.Ring)]
+    public async Task AResponseFlushedWhileEveryPoolThreadIsBlockedStillReachesTheClient(SendPathMode mode)
+    {
+        // Never disposed: pool items still queued when the test ends wait on them.
+        var handlerStarted = new ManualResetEventSlim();
+        var gate = new ManualResetEventSlim();
+        await using var server = await IoUringTestServer.StartAsync(app => app.Run(context =>
+        {
+            handlerStarted.Set();
+            gate.Wait(TimeSpan.FromSeconds(60)); // hold this pool thread until the pool is starved
+            context.Response.ContentLength = 5;
+            // Synchronously, on this pool thread, while no other pool thread is free: the write completes into the
+            // output pipe at once; what remains is the transport's part.
+            context.Response.WriteAsync("alive").GetAwaiter().GetResult();
+            return Task.CompletedTask;
+        }), configureTransport: o => o.SendPath = mode);
+
+        using var client = RawSocket.Connect(server.Port);
+        client.Send(Encoding.ASCII.GetBytes("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"));
+        Assert.True(handlerStarted.Wait(TimeSpan.FromSeconds(30)), "the handler never started");
+
+        var release = new ManualResetEventSlim();
+        int blockers = ThreadPool.ThreadCount + 64;
+        for (int i = 0; i < blockers; i++)
+        {
+            ThreadPool.UnsafeQueueUserWorkItem(static r => ((ManualResetEventSlim)r!).Wait(TimeSpan.FromSeconds(60)), release, preferLocal: false);
+        }
+        try
+        {
+            // Everything below runs on this thread, blocking: no step may need a pool thread.
+            var starving = Stopwatch.StartNew();
+            while (ThreadPool.PendingWorkItemCount == 0 && starving.Elapsed < TimeSpan.FromSeconds(10))
+            {
+                Thread.Sleep(1); // nothing signals "the pool is saturated"; it shows as work left waiting in the queue
+            }
+            Assert.True(ThreadPool.PendingWorkItemCount > 0, "the thread pool never saturated");
+
+            gate.Set();
+            var (head, body) = RawSocket.ReadResponse(client); // ReceiveTimeout 15 s: the liveness bound
+
+            Assert.StartsWith("HTTP/1.1 200", head);
+            Assert.Equal("alive", body);
+            Assert.True(ThreadPool.PendingWorkItemCount > 0, "the pool recovered before the response came: the test proved nothing");
+        }
+        finally
+        {
+            release.Set();
+        }
+    }
+}
