@@ -80,7 +80,7 @@ internal sealed partial class IoUringConnection : ConnectionContext,
         MemoryPool = ring.MemoryPool;
 
         var input = new Pipe(ring.InputPipeOptions);
-        var output = new Pipe(ring.OutputPipeOptions);
+        var output = new Pipe(ring.CreateOutputPipeOptions());
         _input = input.Writer;
         _sender = new ConnectionSender(this, ring, output.Reader, fd, fixedSlot,
             UserData.Encode(OperationKind.Send, generation, slot), _cancelUserData);

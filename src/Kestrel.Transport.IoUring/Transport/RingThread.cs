@@ -58,18 +58,30 @@ internal sealed unsafe partial class RingThread : PipeScheduler
         // options say. Thresholds and halves as in the Sockets transport (0 = no back-pressure).
         InputPipeOptions = new PipeOptions(MemoryPool, readerScheduler: context.ApplicationScheduler, writerScheduler: this,
             pauseWriterThreshold: maxRead, resumeWriterThreshold: maxRead / 2, useSynchronizationContext: false);
-        // The output's reader is the send loop: with direct sends it runs on the thread that flushed, else here.
-        PipeScheduler sendLoopScheduler = context.SendsFromFlushingThread ? new FlushingThreadScheduler(this) : this;
-        OutputPipeOptions = new PipeOptions(MemoryPool, readerScheduler: sendLoopScheduler, writerScheduler: context.ApplicationScheduler,
+        // The output's reader is the send loop: here, or (direct sends) on the thread that flushed, through a
+        // scheduler of each connection's own.
+        _ringOutputPipeOptions = new PipeOptions(MemoryPool, readerScheduler: this, writerScheduler: context.ApplicationScheduler,
             pauseWriterThreshold: maxWrite, resumeWriterThreshold: maxWrite / 2, useSynchronizationContext: false);
+    }
+
+    private readonly PipeOptions _ringOutputPipeOptions;
+
+    /// <summary>The options of a new connection's output pipe: its reader, the send loop, runs where the send path says.</summary>
+    public PipeOptions CreateOutputPipeOptions()
+    {
+        if (!_context.SendsFromFlushingThread)
+        {
+            return _ringOutputPipeOptions;
+        }
+        var shared = _ringOutputPipeOptions;
+        return new PipeOptions(MemoryPool, readerScheduler: new FlushingThreadScheduler(this), writerScheduler: shared.WriterScheduler,
+            pauseWriterThreshold: shared.PauseWriterThreshold, resumeWriterThreshold: shared.ResumeWriterThreshold, useSynchronizationContext: false);
     }
 
     /// <summary>The memory pool of this ring's connections (Kestrel's pinned block pool when DI has it).</summary>
     public MemoryPool<byte> MemoryPool { get; }
 
     public PipeOptions InputPipeOptions { get; }
-
-    public PipeOptions OutputPipeOptions { get; }
 
     public int Index { get; }
 

@@ -107,6 +107,53 @@ public sealed class DirectSendTests
         TransportUnderTest.AssertNothingAboveDebug(server, Category);
     }
 
+    [Fact]
+    public async Task FlushesWrittenInOneGoLeaveInFewSendsNotOneEach()
+    {
+        // Kestrel flushes once per response: per pipelined request, per HTTP/2 stream, per TLS record. Responses
+        // written in one go must leave together (the send runs after the flushing work item, as with Sockets), not
+        // as one send(2) per flush.
+        const int Flushes = 64, Size = 100, Bursts = 5;
+        await using var server = await SendPathServer.StartAsync(SendPathMode.Direct, async connection =>
+        {
+            var input = connection.Transport.Input;
+            var output = connection.Transport.Output;
+            var chunk = new byte[Size];
+            while (true)
+            {
+                var read = await input.ReadAsync();
+                input.AdvanceTo(read.Buffer.End);
+                if (read.IsCompleted) return;
+                for (int i = 0; i < Flushes; i++)
+                {
+                    await output.WriteAsync(chunk); // completes synchronously: far below the pause threshold
+                }
+            }
+        });
+        using var metrics = new TransportMetricsCollector(server.Services);
+
+        await BlockingClient.Run(() =>
+        {
+            using var socket = RawSocket.Connect(server.Port);
+            var buffer = new byte[Flushes * Size];
+            for (int burst = 0; burst < Bursts; burst++)
+            {
+                socket.Send("go"u8);
+                int got = 0;
+                while (got < buffer.Length)
+                {
+                    int n = socket.Receive(buffer, got, buffer.Length - got, SocketFlags.None);
+                    Assert.True(n > 0, "the server closed early");
+                    got += n;
+                }
+            }
+            return 0;
+        }).WaitAsync(TimeSpan.FromSeconds(30));
+
+        long sends = metrics.Total("iouring.sends.direct") + metrics.Total("iouring.sends.ring");
+        Assert.True(sends <= Bursts * Flushes / 4, $"{sends} sends for {Bursts * Flushes} flushes in {Bursts} bursts");
+    }
+
     [Theory]
     [InlineData(SendPathMode.Direct)]
     [InlineData(SendPathMode.Ring)]
