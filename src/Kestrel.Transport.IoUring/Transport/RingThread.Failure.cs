@@ -95,14 +95,7 @@ internal sealed unsafe partial class RingThread
         AbandonQueuedWork();
         _localWork.Clear();
 
-        foreach (var acceptor in _acceptors)
-        {
-            if (acceptor is not null && !acceptor.Stopped)
-            {
-                acceptor.Stopped = true;
-                acceptor.Listener.MoveAcceptor(this, acceptor);
-            }
-        }
+        _accepting?.MoveToLiveRings();
 
         var connections = _slots.Live();
         var reason = new ConnectionAbortedException($"The io_uring ring {Index} failed: {error.Message}", error);

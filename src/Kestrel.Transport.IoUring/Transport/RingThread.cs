@@ -31,7 +31,6 @@ internal sealed unsafe partial class RingThread : PipeScheduler
     private readonly List<IoUringConnection> _receiveRearms = new();
     private readonly List<IoUringConnection> _inputFlushes = new();
     private readonly ConnectionSlots _slots = new();
-    private readonly List<Acceptor?> _acceptors = new();
 
     private Ring _ring = null!;
     private ProvidedBufferRing _buffers = null!;
@@ -39,7 +38,7 @@ internal sealed unsafe partial class RingThread : PipeScheduler
     private RegisteredBufferArena? _sendArena;
     private int _eventFd = -1;
     private ulong* _eventFdValue;
-    private KernelTimespec* _acceptPauseTimespec;
+    private RingAcceptors? _accepting;
     private int _sleeping;
     private CloseChains _closes = null!;
     private volatile bool _stopping;
@@ -108,13 +107,7 @@ internal sealed unsafe partial class RingThread : PipeScheduler
             {
                 self.SetState(RingState.Stopping);
             }
-            foreach (var acceptor in self._acceptors)
-            {
-                if (acceptor is not null)
-                {
-                    self.StopAcceptor(acceptor);
-                }
-            }
+            self._accepting!.StopAll();
             self._slots.AbortAll(new Microsoft.AspNetCore.Connections.ConnectionAbortedException("The io_uring transport is stopping."));
         }, this);
         return _stopped.Task;
@@ -261,10 +254,7 @@ internal sealed unsafe partial class RingThread : PipeScheduler
             throw new IoUringException("eventfd", _eventFd);
         }
         _eventFdValue = (ulong*)NativeMemory.AllocZeroed(sizeof(ulong));
-        _acceptPauseTimespec = (KernelTimespec*)NativeMemory.AllocZeroed((nuint)sizeof(KernelTimespec));
-        _acceptPauseTimespec->Nanoseconds = 100_000_000; // 100 ms between retries when accept runs out of descriptors
-        _limitWatchTimespec = (KernelTimespec*)NativeMemory.AllocZeroed((nuint)sizeof(KernelTimespec));
-        _limitWatchTimespec->Seconds = 1;
+        _accepting = new RingAcceptors(this, _ring, _context);
         _zeroCopyEnabled = options.ZeroCopySendThreshold > 0 && _context.Capabilities.SendZeroCopy;
     }
 
@@ -307,7 +297,7 @@ internal sealed unsafe partial class RingThread : PipeScheduler
         {
             RunWork();
             ThrowIfRingFailed();
-            if (_stopping && _slots.Count == 0 && _closes.Pending == 0 && !HasArmedAcceptors())
+            if (_stopping && _slots.Count == 0 && _closes.Pending == 0 && !_accepting!.AnyInKernel())
             {
                 break;
             }
@@ -412,7 +402,7 @@ internal sealed unsafe partial class RingThread : PipeScheduler
                 break;
             case OperationKind.Accept:
             case OperationKind.Timeout:
-                DispatchAccept(cqe);
+                _accepting!.OnCompleted(cqe);
                 break;
             case OperationKind.Receive:
                 if (_slots.TryGet(UserData.SlotOf(ud), UserData.GenerationOf(ud), out var receiver))
@@ -571,7 +561,7 @@ internal sealed unsafe partial class RingThread : PipeScheduler
     /// A connection accepted by this ring's acceptor. The listener spreads connections round-robin over the rings:
     /// this ring sets it up itself or hands the descriptor to the ring whose turn it is.
     /// </summary>
-    private void OnAccepted(Acceptor acceptor, int fd)
+    internal void OnAccepted(Acceptor acceptor, int fd)
     {
         _context.Descriptors.OnOpened();
         RingThread target = acceptor.Listener.NextRing(this);
@@ -648,18 +638,7 @@ internal sealed unsafe partial class RingThread : PipeScheduler
         PostOrAbandon(static s =>
         {
             var request = (AcceptorRequest)s!;
-            var self = request.Target;
-            var acceptor = new Acceptor(request.Listener, self._acceptors.Count);
-            if (!request.Listener.AddAcceptor(self, acceptor))
-            {
-                // Unbound meanwhile: nothing to accept for.
-                acceptor.Finished.TrySetResult();
-                request.Armed.TrySetResult(acceptor);
-                return;
-            }
-            self._acceptors.Add(acceptor);
-            self.ArmAccept(acceptor);
-            request.Armed.TrySetResult(acceptor);
+            request.Armed.TrySetResult(request.Target._accepting!.Add(request.Listener));
         }, request);
         return request.Armed.Task;
     }
@@ -670,179 +649,9 @@ internal sealed unsafe partial class RingThread : PipeScheduler
         Post(static s =>
         {
             var (self, acceptor) = ((RingThread, Acceptor))s!;
-            self.StopAcceptor(acceptor);
+            self._accepting!.Stop(acceptor);
         }, (this, acceptor));
         return acceptor.Finished.Task;
-    }
-
-    private void StopAcceptor(Acceptor acceptor)
-    {
-        if (acceptor.Stopped)
-        {
-            return;
-        }
-        acceptor.Stopped = true;
-        if (acceptor.Armed)
-        {
-            IoUringSqe* sqe = _ring.GetSqe();
-            SqePreparation.PrepareCancel(sqe, acceptor.UserData, UserData.Encode(OperationKind.Cancel, 0, acceptor.Index));
-        }
-        else if (acceptor.Paused)
-        {
-            IoUringSqe* sqe = _ring.GetSqe();
-            SqePreparation.PrepareCancel(sqe, acceptor.PauseUserData, UserData.Encode(OperationKind.Cancel, 0, acceptor.Index));
-        }
-        StopLimitWatch(acceptor);
-        MaybeFinishAcceptor(acceptor);
-    }
-
-    private void ArmAccept(Acceptor acceptor)
-    {
-        IoUringSqe* sqe = _ring.GetSqe();
-        // A multishot accept takes everything in the backlog before we see a single completion, so it could run
-        // the process out of descriptors. Near the budget, accept one connection per SQE instead.
-        _context.Descriptors.Refresh();
-        acceptor.Multishot = HasRoomForMultishotAccept;
-        if (acceptor.Multishot)
-        {
-            SqePreparation.PrepareMultishotAccept(sqe, acceptor.Listener.ListenFd, acceptor.UserData);
-            WatchLimit(acceptor);
-        }
-        else
-        {
-            SqePreparation.PrepareAccept(sqe, acceptor.Listener.ListenFd, acceptor.UserData);
-        }
-        acceptor.Armed = true;
-    }
-
-    private void DispatchAccept(in IoUringCqe cqe)
-    {
-        int index = UserData.SlotOf(cqe.UserData);
-        Acceptor? acceptor = index < _acceptors.Count ? _acceptors[index] : null;
-        if (acceptor is null)
-        {
-            if (UserData.KindOf(cqe.UserData) == OperationKind.Accept && cqe.Result >= 0)
-            {
-                LinuxSyscalls.Close(cqe.Result);
-            }
-            return;
-        }
-
-        if (UserData.KindOf(cqe.UserData) == OperationKind.Timeout && UserData.GenerationOf(cqe.UserData) == Acceptor.WatchMarker)
-        {
-            OnLimitWatchExpired(acceptor);
-            return;
-        }
-        if (UserData.KindOf(cqe.UserData) == OperationKind.Timeout)
-        {
-            // The pause is over (or was cancelled by unbind): accept again unless still out of descriptors.
-            acceptor.Paused = false;
-            if (!acceptor.Stopped)
-            {
-                _context.Descriptors.Refresh();
-                if (_context.Descriptors.IsExhausted)
-                {
-                    PauseAcceptor(acceptor, reason: null); // still exhausted: wait again, without logging again
-                }
-                else
-                {
-                    ArmAccept(acceptor);
-                }
-            }
-            MaybeFinishAcceptor(acceptor);
-            return;
-        }
-
-        if (!cqe.HasMore)
-        {
-            acceptor.Armed = false;
-        }
-
-        int res = cqe.Result;
-        if (res >= 0)
-        {
-            var descriptors = _context.Descriptors;
-            descriptors.Refresh(); // the limit may have been lowered since the last accept
-            if (descriptors.Remaining < 0)
-            {
-                // Into the reserve the runtime and the application need (the limit was lowered, or a multishot
-                // accept took a whole backlog at once): give this one back at once, as a full listener would.
-                SocketOptions.SetLingerZero(res);
-                LinuxSyscalls.Close(res);
-                PauseAcceptor(acceptor, ExhaustedReason());
-                MaybeFinishAcceptor(acceptor);
-                return;
-            }
-            OnAccepted(acceptor, res);
-            if (descriptors.IsExhausted && !acceptor.Stopped)
-            {
-                PauseAcceptor(acceptor, ExhaustedReason());
-                return;
-            }
-        }
-        else if (res == -Errno.EMFILE || res == -Errno.ENFILE || res == -Errno.ENOMEM || res == -Errno.ENOBUFS)
-        {
-            // Out of descriptors or memory: stop accepting for a moment instead of spinning on the same error;
-            // established connections carry on, and the backlog waits in the kernel. Something else took
-            // descriptors: count them again.
-            _context.Descriptors.Refresh(forceCount: true);
-            PauseAcceptor(acceptor, Errno.Name(res));
-            return;
-        }
-        // ECANCELED (unbind), ECONNABORTED (a connection reset in the backlog) and the like: nothing to hand out.
-
-        if (!acceptor.Armed && !acceptor.Stopped && !acceptor.Paused)
-        {
-            ArmAccept(acceptor);
-        }
-        MaybeFinishAcceptor(acceptor);
-    }
-
-    private string ExhaustedReason()
-        => $"{_context.Descriptors.Open} connections are open and RLIMIT_NOFILE is {_context.Descriptors.Limit}: the rest is kept for the runtime and the application";
-
-    /// <summary>Cancels the acceptor's multishot accept and retries after 100 ms (a timeout in the ring, no spinning).</summary>
-    private void PauseAcceptor(Acceptor acceptor, string? reason)
-    {
-        if (acceptor.Paused || acceptor.Stopped)
-        {
-            return;
-        }
-        if (reason is not null)
-        {
-            _context.Metrics.AcceptPauses.Add(1);
-            _context.Log.AcceptPaused(acceptor.Listener.EndPoint, reason);
-        }
-        if (acceptor.Armed)
-        {
-            IoUringSqe* cancel = _ring.GetSqe();
-            SqePreparation.PrepareCancel(cancel, acceptor.UserData, UserData.Encode(OperationKind.Cancel, 0, acceptor.Index));
-            cancel->Flags |= SqeFlags.CqeSkipSuccess;
-        }
-        acceptor.Paused = true;
-        IoUringSqe* sqe = _ring.GetSqe();
-        SqePreparation.PrepareTimeout(sqe, _acceptPauseTimespec, acceptor.PauseUserData);
-    }
-
-    private void MaybeFinishAcceptor(Acceptor acceptor)
-    {
-        if (acceptor.Stopped && !acceptor.InKernel)
-        {
-            _acceptors[acceptor.Index] = null;
-            acceptor.Finished.TrySetResult();
-        }
-    }
-
-    private bool HasArmedAcceptors()
-    {
-        foreach (var a in _acceptors)
-        {
-            if (a is not null && a.InKernel)
-            {
-                return true;
-            }
-        }
-        return false;
     }
 
     // ---- teardown -------------------------------------------------------------------------------------------------
@@ -870,18 +679,12 @@ internal sealed unsafe partial class RingThread : PipeScheduler
             LinuxSyscalls.Close(_eventFd);
             _eventFd = -1;
         }
-        NativeMemory.Free(_acceptPauseTimespec);
-        _acceptPauseTimespec = null;
-        NativeMemory.Free(_limitWatchTimespec);
-        _limitWatchTimespec = null;
+        _accepting?.Dispose();
         if (State != RingState.Failed)
         {
             DisposeMemoryPool(); // a failed ring's pipes may still be in the application's hands: see StopFailedAsync
         }
-        foreach (var a in _acceptors)
-        {
-            a?.Finished.TrySetResult();
-        }
+        _accepting?.FinishAll();
     }
 
     private void DisposeMemoryPool()
