@@ -168,7 +168,7 @@ internal sealed unsafe partial class RingThread
 
     private bool KernelHoldsMemory()
     {
-        if (_wakeupArmed || (_sendArena is { } arena && arena.FreeChunks != arena.ChunkCount))
+        if (_wakeupArmed || _zeroCopy.ArenaInUse)
         {
             return true;
         }
@@ -198,8 +198,7 @@ internal sealed unsafe partial class RingThread
                 }
                 break;
             case OperationKind.ArenaSend:
-                ReturnArenaChunk(cqe);
-                if (!cqe.IsNotification && _slots.TryGetAny(UserData.SlotOf(ud), out var sender))
+                if (_zeroCopy.OnArenaCompletion(cqe) && _slots.TryGetAny(UserData.SlotOf(ud), out var sender))
                 {
                     sender.OnCompletionWhileDraining(cqe);
                 }

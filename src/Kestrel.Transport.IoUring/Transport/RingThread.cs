@@ -35,14 +35,13 @@ internal sealed unsafe partial class RingThread : PipeScheduler
     private Ring _ring = null!;
     private ProvidedBufferRing _buffers = null!;
     private FixedFileTable? _files;
-    private RegisteredBufferArena? _sendArena;
+    private ZeroCopySends _zeroCopy = null!;
     private int _eventFd = -1;
     private ulong* _eventFdValue;
     private RingAcceptors? _accepting;
     private int _sleeping;
     private CloseChains _closes = null!;
     private volatile bool _stopping;
-    private bool _zeroCopyEnabled;
 
     public RingThread(IoUringTransportContext context, int index)
     {
@@ -76,14 +75,14 @@ internal sealed unsafe partial class RingThread : PipeScheduler
     public bool UsesFixedFiles => _files is not null;
 
     /// <summary>Registered send memory, when <see cref="IoUringTransportOptions.RegisteredSendBufferSize"/> is set and registration worked.</summary>
-    public RegisteredBufferArena? SendArena => _sendArena;
+    public RegisteredBufferArena? SendArena => _zeroCopy.Arena;
 
     public const int SendArenaChunkSize = 64 * 1024;
-    public bool ZeroCopyEnabled => _zeroCopyEnabled;
+    public bool ZeroCopyEnabled => _zeroCopy.Enabled;
 
     /// <summary>Send_zc completions whose notification said the kernel copied anyway.</summary>
-    public long ZeroCopyCopies { get; private set; }
-    public long ZeroCopySends { get; private set; }
+    public long ZeroCopyCopies => _zeroCopy.Copies;
+    public long ZeroCopySends => _zeroCopy.Sends;
 
     /// <summary>Starts the thread and waits until its ring exists (or throws why it could not be created).</summary>
     public Task StartAsync()
@@ -170,48 +169,6 @@ internal sealed unsafe partial class RingThread : PipeScheduler
         }
     }
 
-    private void Run()
-    {
-        try
-        {
-            Initialize();
-        }
-        catch (Exception e)
-        {
-            Cleanup();
-            _started.TrySetException(e);
-            _stopped.TrySetResult();
-            return;
-        }
-        SetState(RingState.Running);
-        _started.TrySetResult();
-
-        try
-        {
-            Loop();
-        }
-        catch (Exception e)
-        {
-            try
-            {
-                FailRing(e);
-            }
-            catch (Exception teardownError)
-            {
-                _context.Log.WorkItemFailed(Index, teardownError);
-            }
-        }
-        finally
-        {
-            Cleanup();
-            if (State != RingState.Failed)
-            {
-                SetState(RingState.Stopped);
-            }
-            _stopped.TrySetResult();
-        }
-    }
-
     private void Initialize()
     {
         var options = _context.Options;
@@ -235,11 +192,12 @@ internal sealed unsafe partial class RingThread : PipeScheduler
 
         _closes = new CloseChains(_ring, _files, _context.Descriptors);
 
+        RegisteredBufferArena? sendArena = null;
         if (options.RegisteredSendBufferSize > 0 && options.ZeroCopySendThreshold > 0 && _context.Capabilities.SendZeroCopy)
         {
             try
             {
-                _sendArena = new RegisteredBufferArena(_ring, Math.Max(1, options.RegisteredSendBufferSize / SendArenaChunkSize), SendArenaChunkSize);
+                sendArena = new RegisteredBufferArena(_ring, Math.Max(1, options.RegisteredSendBufferSize / SendArenaChunkSize), SendArenaChunkSize);
             }
             catch (IoUringException e)
             {
@@ -255,7 +213,7 @@ internal sealed unsafe partial class RingThread : PipeScheduler
         }
         _eventFdValue = (ulong*)NativeMemory.AllocZeroed(sizeof(ulong));
         _accepting = new RingAcceptors(this, _ring, _context);
-        _zeroCopyEnabled = options.ZeroCopySendThreshold > 0 && _context.Capabilities.SendZeroCopy;
+        _zeroCopy = new ZeroCopySends(_context, Index, sendArena);
     }
 
     private Ring CreateRing(IoUringTransportOptions options)
@@ -288,158 +246,6 @@ internal sealed unsafe partial class RingThread : PipeScheduler
             _context.Log.SqPollUnavailable(Index, e.ErrorName);
             return Ring.Create(ringOptions);
         }
-    }
-
-    private void Loop()
-    {
-        ArmWakeup();
-        while (true)
-        {
-            RunWork();
-            ThrowIfRingFailed();
-            if (_stopping && _slots.Count == 0 && _closes.Pending == 0 && !_accepting!.AnyInKernel())
-            {
-                break;
-            }
-
-            ArmPendingReceives();
-            _buffers.Publish();
-            _closes.PrepareDeferred();
-
-            uint waitFor = 0;
-            if (_localWork.Count == 0 && _closes.Deferred == 0)
-            {
-                Interlocked.Exchange(ref _sleeping, 1);
-                if (_remoteWork.IsEmpty)
-                {
-                    waitFor = 1;
-                }
-                else
-                {
-                    Volatile.Write(ref _sleeping, 0);
-                }
-            }
-
-            long submittedBefore = _ring.SubmittedCount;
-            int r = _ring.SubmitAndWait(waitFor);
-            Volatile.Write(ref _sleeping, 0);
-            _context.Metrics.RecordEnter(_ring.SubmittedCount - submittedBefore);
-            if (r < 0 && r != -Errno.EBUSY && r != -Errno.EAGAIN)
-            {
-                throw new IoUringException(r == -Errno.EBADR ? "io_uring_enter (completions were lost)" : "io_uring_enter", r);
-            }
-            if (_ring.HasOverflowedCompletions)
-            {
-                _context.Metrics.CqOverflows.Add(1);
-            }
-            ReapCompletions();
-            ThrowIfRingFailed();
-        }
-    }
-
-    /// <summary>The SQ or CQ failed somewhere a caller caught the exception (a connection's send loop): the loop cannot go on.</summary>
-    private void ThrowIfRingFailed()
-    {
-        if (_ring.Failure is { } failure)
-        {
-            throw failure;
-        }
-    }
-
-    private void ReapCompletions()
-    {
-        int n;
-        do
-        {
-            n = _ring.ReadCompletions(_completions);
-            for (int i = 0; i < n; i++)
-            {
-                try
-                {
-                    Dispatch(in _completions[i]);
-                }
-                catch (Exception e) when (!IsFatal(e))
-                {
-                    OnCompletionFailed(in _completions[i], e);
-                }
-            }
-            FlushReceivedInput();
-        }
-        while (n == CompletionBatch);
-    }
-
-    private void RunWork()
-    {
-        int budget = MaxWorkItemsPerTurn;
-        while (budget-- > 0)
-        {
-            if (_localWork.TryDequeue(out WorkItem item) || _remoteWork.TryDequeue(out item))
-            {
-                try
-                {
-                    item.Action(item.State);
-                }
-                catch (Exception e) when (!IsFatal(e))
-                {
-                    OnWorkItemFailed(item.State, e);
-                }
-            }
-            else
-            {
-                return;
-            }
-        }
-    }
-
-    private void Dispatch(in IoUringCqe cqe)
-    {
-        ulong ud = cqe.UserData;
-        switch (UserData.KindOf(ud))
-        {
-            case OperationKind.Wakeup:
-                _wakeupArmed = false;
-                ArmWakeup();
-                break;
-            case OperationKind.Accept:
-            case OperationKind.Timeout:
-                _accepting!.OnCompleted(cqe);
-                break;
-            case OperationKind.Receive:
-                if (_slots.TryGet(UserData.SlotOf(ud), UserData.GenerationOf(ud), out var receiver))
-                {
-                    receiver.OnReceiveCompleted(cqe);
-                }
-                else if (cqe.HasBuffer)
-                {
-                    // A late completion for a connection that has gone: its buffer still goes back.
-                    ReleaseReceiveBuffer(cqe);
-                }
-                break;
-            case OperationKind.Send:
-                if (_slots.TryGet(UserData.SlotOf(ud), UserData.GenerationOf(ud), out var sender))
-                {
-                    sender.OnSendCompleted(cqe);
-                }
-                break;
-            case OperationKind.Close:
-                _closes.OnCompleted(cqe);
-                break;
-            case OperationKind.ArenaSend:
-                OnArenaSendCompleted(cqe);
-                break;
-            default:
-                // Cancel and other bookkeeping completions carry nothing the loop needs.
-                break;
-        }
-    }
-
-    // ---- wake-up --------------------------------------------------------------------------------------------------
-
-    private void ArmWakeup()
-    {
-        IoUringSqe* sqe = _ring.GetSqe();
-        SqePreparation.PrepareEventFdRead(sqe, _eventFd, _eventFdValue, UserData.Encode(OperationKind.Wakeup, 0, 0));
-        _wakeupArmed = true;
     }
 
     // ---- buffers --------------------------------------------------------------------------------------------------
@@ -500,49 +306,15 @@ internal sealed unsafe partial class RingThread : PipeScheduler
 
     // ---- zero copy ------------------------------------------------------------------------------------------------
 
-    public void OnZeroCopyNotification(bool copied)
-    {
-        ZeroCopySends++;
-        _context.Metrics.ZeroCopySends.Add(1);
-        if (!copied)
-        {
-            return;
-        }
-        ZeroCopyCopies++;
-        _context.Metrics.ZeroCopyCopies.Add(1);
-        // Copying means zero-copy only added its notification overhead (loopback, NICs without SG): stop using it.
-        if (_zeroCopyEnabled && ZeroCopySends >= 8 && ZeroCopyCopies * 2 > ZeroCopySends)
-        {
-            _zeroCopyEnabled = false;
-            _context.Log.ZeroCopyDisabled(Index, ZeroCopyCopies, ZeroCopySends);
-        }
-    }
+    /// <summary>A zero-copy send's notification (see <see cref="ZeroCopySends"/>).</summary>
+    public void OnZeroCopyNotification(bool copied) => _zeroCopy.OnNotification(copied);
 
-    /// <summary>
-    /// A registered-arena SEND_ZC: its result CQE goes to the connection (which cannot have closed: it waits for
-    /// every result); its notification, which may come after the connection is gone, only returns the chunk, whose
-    /// index travels in the generation bits.
-    /// </summary>
+    /// <summary>An arena SEND_ZC's completion: its result goes to the connection (which waits for every result).</summary>
     private void OnArenaSendCompleted(in IoUringCqe cqe)
     {
-        ReturnArenaChunk(cqe);
-        if (cqe.IsNotification)
-        {
-            OnZeroCopyNotification(((uint)cqe.Result & IoUringValues.NotifUsageZcCopied) != 0);
-            return;
-        }
-        if (_slots.TryGetAny(UserData.SlotOf(cqe.UserData), out var connection))
+        if (_zeroCopy.OnArenaCompletion(cqe) && _slots.TryGetAny(UserData.SlotOf(cqe.UserData), out var connection))
         {
             connection.OnSendCompleted(cqe);
-        }
-    }
-
-    /// <summary>An arena chunk is free again after its notification, or after a result that no notification follows.</summary>
-    private void ReturnArenaChunk(in IoUringCqe cqe)
-    {
-        if (cqe.IsNotification || !cqe.HasMore)
-        {
-            _sendArena!.Return((int)UserData.GenerationOf(cqe.UserData));
         }
     }
 
@@ -668,7 +440,7 @@ internal sealed unsafe partial class RingThread : PipeScheduler
         }
         else
         {
-            _sendArena?.Dispose();
+            _zeroCopy?.Dispose();
             _buffers?.Dispose();
             _ring?.Dispose(); // closing the ring fd also drops anything still registered
             NativeMemory.Free(_eventFdValue);
