@@ -30,7 +30,10 @@ internal sealed unsafe partial class RingThread
     private void SetState(RingState state) => Interlocked.Exchange(ref _state, (int)state);
 
     /// <summary>An exception the ring cannot survive: the SQ or CQ is unusable. Anything else costs one connection at most.</summary>
-    private bool IsFatal(Exception e) => e is IoUringException or RingCorruptedException || _ring.Failure is not null;
+    private bool IsFatal(Exception e) => IsFatal(e, _ring);
+
+    /// <summary>An exception <paramref name="ring"/> cannot survive: its SQ or CQ is unusable.</summary>
+    internal static bool IsFatal(Exception e, Ring ring) => e is IoUringException or RingCorruptedException || ring.Failure is not null;
 
     /// <summary>Hands <paramref name="work"/> to this ring; if the ring has failed, it is abandoned instead (here or by the failing ring).</summary>
     public void PostOrAbandon(Action<object?> action, IAbandonableWork work)

@@ -61,8 +61,7 @@ internal sealed unsafe partial class RingThread
                 break;
             }
 
-            ArmPendingReceives();
-            _buffers.Publish();
+            _receives.PublishAndRearm();
             _closes.PrepareDeferred();
 
             uint waitFor = 0;
@@ -122,7 +121,7 @@ internal sealed unsafe partial class RingThread
                     OnCompletionFailed(in _completions[i], e);
                 }
             }
-            FlushReceivedInput();
+            _receives.FlushQueued();
         }
         while (n == CompletionBatch);
     }
@@ -171,7 +170,7 @@ internal sealed unsafe partial class RingThread
                 else if (cqe.HasBuffer)
                 {
                     // A late completion for a connection that has gone: its buffer still goes back.
-                    ReleaseReceiveBuffer(cqe);
+                    _receives.Release(cqe);
                 }
                 break;
             case OperationKind.Send:

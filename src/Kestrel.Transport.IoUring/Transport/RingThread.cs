@@ -28,12 +28,11 @@ internal sealed unsafe partial class RingThread : PipeScheduler
     private readonly ConcurrentQueue<WorkItem> _remoteWork = new();
     private readonly Queue<WorkItem> _localWork = new();
     private readonly IoUringCqe[] _completions = new IoUringCqe[CompletionBatch];
-    private readonly List<IoUringConnection> _receiveRearms = new();
-    private readonly List<IoUringConnection> _inputFlushes = new();
     private readonly ConnectionSlots _slots = new();
 
     private Ring _ring = null!;
     private ProvidedBufferRing _buffers = null!;
+    private RingReceives _receives = null!;
     private FixedFileTable? _files;
     private ZeroCopySends _zeroCopy = null!;
     private int _eventFd = -1;
@@ -72,6 +71,9 @@ internal sealed unsafe partial class RingThread : PipeScheduler
     public IoUringTransportContext Context => _context;
     public Ring Ring => _ring;
     public ProvidedBufferRing Buffers => _buffers;
+
+    /// <summary>The ring's receive buffers and the per-turn receive work (see <see cref="RingReceives"/>).</summary>
+    public RingReceives Receives => _receives;
     public bool UsesFixedFiles => _files is not null;
 
     /// <summary>Registered send memory, when <see cref="IoUringTransportOptions.RegisteredSendBufferSize"/> is set and registration worked.</summary>
@@ -175,6 +177,7 @@ internal sealed unsafe partial class RingThread : PipeScheduler
         _ring = CreateRing(options);
         bool incremental = options.IncrementalReceiveBuffers && _context.Capabilities.IncrementalBufferRings;
         _buffers = new ProvidedBufferRing(_ring, groupId: 0, options.ReceiveBufferCount, options.ReceiveBufferSize, incremental);
+        _receives = new RingReceives(_ring, _buffers, _context.Metrics);
 
         int slots = Math.Min(options.FixedFileSlots, _context.Descriptors.FixedSlotsPerRing);
         if (slots > 0)
@@ -246,62 +249,6 @@ internal sealed unsafe partial class RingThread : PipeScheduler
             _context.Log.SqPollUnavailable(Index, e.ErrorName);
             return Ring.Create(ringOptions);
         }
-    }
-
-    // ---- buffers --------------------------------------------------------------------------------------------------
-
-    /// <summary>The bytes a recv completion delivered; copy them out, then <see cref="ReleaseReceiveBuffer"/>.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public ReadOnlySpan<byte> ReceivedBytes(in IoUringCqe cqe) => _buffers.Received(cqe.BufferId, cqe.Result);
-
-    /// <summary>Gives a completion's buffer back to the kernel (published at the end of the turn).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void ReleaseReceiveBuffer(in IoUringCqe cqe)
-        => _buffers.Release(cqe.BufferId, Math.Max(cqe.Result, 0), (cqe.Flags & CqeFlags.BufferMore) != 0);
-
-    public void OnBuffersExhausted()
-    {
-        _buffers.RecordExhausted();
-        _context.Metrics.NoBufferRearms.Add(1);
-    }
-
-    // ---- receives -------------------------------------------------------------------------------------------------
-
-    /// <summary>Re-arms <paramref name="connection"/>'s multishot recv at the end of this turn, after recycled buffers are published.</summary>
-    public void QueueReceiveRearm(IoUringConnection connection) => _receiveRearms.Add(connection);
-
-    /// <summary>Flushes <paramref name="connection"/>'s input pipe after the current batch of completions.</summary>
-    public void QueueInputFlush(IoUringConnection connection) => _inputFlushes.Add(connection);
-
-    private void FlushReceivedInput()
-    {
-        // Index loop: a flush may run application code inline, which may queue more.
-        for (int i = 0; i < _inputFlushes.Count; i++)
-        {
-            try
-            {
-                _inputFlushes[i].FlushQueuedInput();
-            }
-            catch (Exception e) when (!IsFatal(e))
-            {
-                _inputFlushes[i].FailContained(e);
-            }
-        }
-        _inputFlushes.Clear();
-    }
-
-    private void ArmPendingReceives()
-    {
-        if (_receiveRearms.Count == 0)
-        {
-            return;
-        }
-        _buffers.Publish();
-        foreach (var connection in _receiveRearms)
-        {
-            connection.ArmReceive();
-        }
-        _receiveRearms.Clear();
     }
 
     // ---- zero copy ------------------------------------------------------------------------------------------------
