@@ -15,6 +15,11 @@ namespace Kestrel.Transport.IoUring.Transport;
 /// threads hand work in through <see cref="Schedule"/>: a queue plus an eventfd write, coalesced so that the eventfd
 /// is only written when the loop is about to sleep or sleeps. The thread is therefore the <see cref="PipeScheduler"/>
 /// of the transport side of every pipe it serves.
+/// <para>
+/// Its parts: the loop (RingThread.Loop.cs), its connections (RingThread.Connections.cs), what a failure costs
+/// (RingThread.Failure.cs); and the types the loop calls: <see cref="RingAcceptors"/>, <see cref="CloseChains"/>,
+/// <see cref="RingReceives"/>, <see cref="ZeroCopySends"/>.
+/// </para>
 /// </summary>
 internal sealed unsafe partial class RingThread : PipeScheduler
 {
