@@ -83,7 +83,7 @@ internal sealed partial class IoUringConnection
         }
         // else a direct send on another thread still uses the descriptor: it stays open rather than be reused under it
         _ring.ReleaseConnection(this);
-        _context.Metrics.OnConnectionClosed();
+        _ring.Metrics.OnConnectionClosed();
         _socketClosed.TrySetResult();
     }
 }

@@ -229,7 +229,7 @@ internal sealed partial class IoUringConnection : ConnectionContext,
         CompleteReceive(null);
         _ring.CloseSocket(_fd, _fixedSlot, _sendFinOnClose);
         _ring.ReleaseConnection(this);
-        _context.Metrics.OnConnectionClosed();
+        _ring.Metrics.OnConnectionClosed();
         _socketClosed.TrySetResult();
     }
 }

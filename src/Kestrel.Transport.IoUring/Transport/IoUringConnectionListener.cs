@@ -11,7 +11,7 @@ namespace Kestrel.Transport.IoUring.Transport;
 /// own share and hands the others' descriptors over. (Arming a multishot accept on every ring would not spread them:
 /// the kernel's exclusive accept wake-up always picks the first waiter, and a multishot waiter never leaves the
 /// queue.) Each ring queues its connections here; Kestrel takes them with <see cref="AcceptAsync"/>. The socket is
-/// created and bound with <see cref="Socket"/>, so binding (dual mode, Unix paths, port 0, errors) behaves as in the
+/// created and bound with <see cref="Socket"/> (by default, or by the app's CreateBoundListenSocket hook), so binding (dual mode, Unix paths, port 0, errors) behaves as in the
 /// Sockets transport.
 /// </summary>
 internal sealed class IoUringConnectionListener : IConnectionListener
@@ -92,44 +92,25 @@ internal sealed class IoUringConnectionListener : IConnectionListener
         }
     }
 
+    /// <summary>
+    /// The bound socket from <see cref="IoUringTransportOptions.CreateBoundListenSocket"/> (the default or the app's
+    /// hook), with a taken address reported as Kestrel expects.
+    /// </summary>
     private static Socket CreateBoundSocket(EndPoint endPoint, IoUringTransportOptions options)
     {
         Socket socket;
-        switch (endPoint)
-        {
-            case FileHandleEndPoint fileHandle:
-                // Not ours: disposing this Socket leaves the descriptor open, and its options are left alone (as in
-                // the Sockets transport); NoDelay is set on each accepted TCP socket instead.
-                return new Socket(new SafeSocketHandle((IntPtr)fileHandle.FileHandle, ownsHandle: false));
-            case UnixDomainSocketEndPoint:
-                socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-                break;
-            case IPEndPoint ip:
-                socket = new Socket(ip.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
-                if (ip.Address.Equals(IPAddress.IPv6Any))
-                {
-                    socket.DualMode = true;
-                }
-                // Accepted sockets inherit TCP_NODELAY from the listener, so this covers every connection.
-                socket.NoDelay = options.NoDelay;
-                break;
-            default:
-                throw new NotSupportedException($"The io_uring transport cannot bind {endPoint.GetType().Name} {endPoint}.");
-        }
-
         try
         {
-            socket.Bind(endPoint);
+            socket = options.CreateBoundListenSocket(endPoint);
         }
         catch (SocketException e) when (e.SocketErrorCode == SocketError.AddressAlreadyInUse)
         {
-            socket.Dispose();
             throw new AddressInUseException(e.Message, e);
         }
-        catch
+        if (endPoint is not FileHandleEndPoint && socket.ProtocolType == ProtocolType.Tcp)
         {
-            socket.Dispose();
-            throw;
+            // Accepted sockets inherit TCP_NODELAY from the listener, so this covers every connection.
+            socket.NoDelay = options.NoDelay;
         }
         return socket;
     }

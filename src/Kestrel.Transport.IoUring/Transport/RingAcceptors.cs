@@ -225,7 +225,7 @@ internal sealed unsafe class RingAcceptors : IDisposable
         }
         if (reason is not null)
         {
-            _context.Metrics.AcceptPauses.Add(1);
+            _owner.Metrics.AcceptPauses.Add(1);
             _context.Log.AcceptPaused(acceptor.Listener.EndPoint, reason);
         }
         if (acceptor.Armed)

@@ -10,7 +10,7 @@ namespace Kestrel.Transport.IoUring.Transport;
 /// of receives wakes the reader once), and the re-arming of multishot receives that ended (after recycled buffers
 /// are published, so an ENOBUFS re-arm finds buffers). Ring-thread only.
 /// </summary>
-internal sealed class RingReceives(Ring ring, ProvidedBufferRing buffers, IoUringTransportMetrics metrics)
+internal sealed class RingReceives(Ring ring, ProvidedBufferRing buffers, RingMetrics metrics)
 {
     private readonly List<IoUringConnection> _rearms = new();
     private readonly List<IoUringConnection> _flushes = new();

@@ -60,7 +60,7 @@ internal sealed unsafe partial class RingThread
             fixedSlot = _files.Install(fd);
             if (fixedSlot < 0)
             {
-                _context.Metrics.FixedFileTableFull.Add(1);
+                Metrics.FixedFileTableFull.Add(1);
                 fixedSlot = -1; // ordinary descriptor for this connection
             }
         }
@@ -82,7 +82,7 @@ internal sealed unsafe partial class RingThread
             return;
         }
         _slots.Set(slot, connection);
-        _context.Metrics.OnConnectionAccepted();
+        Metrics.OnConnectionAccepted();
         connection.Start();
         listener.OnConnectionAccepted(connection);
     }

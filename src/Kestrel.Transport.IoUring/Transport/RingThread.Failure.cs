@@ -94,7 +94,7 @@ internal sealed unsafe partial class RingThread
     private void FailRing(Exception error)
     {
         SetState(RingState.Failed);
-        _context.Metrics.RingFailures.Add(1);
+        _context.Metrics.RingFailures.Add(1, Metrics.Tag);
         AbandonQueuedWork();
         _localWork.Clear();
 

@@ -81,14 +81,14 @@ internal sealed unsafe partial class RingThread
             long submittedBefore = _ring.SubmittedCount;
             int r = _ring.SubmitAndWait(waitFor);
             Volatile.Write(ref _sleeping, 0);
-            _context.Metrics.RecordEnter(_ring.SubmittedCount - submittedBefore);
+            Metrics.RecordEnter(_ring.SubmittedCount - submittedBefore);
             if (r < 0 && r != -Errno.EBUSY && r != -Errno.EAGAIN)
             {
                 throw new IoUringException(r == -Errno.EBADR ? "io_uring_enter (completions were lost)" : "io_uring_enter", r);
             }
             if (_ring.HasOverflowedCompletions)
             {
-                _context.Metrics.CqOverflows.Add(1);
+                Metrics.CqOverflows.Add(1);
             }
             ReapCompletions();
             ThrowIfRingFailed();

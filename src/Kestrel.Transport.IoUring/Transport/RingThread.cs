@@ -51,6 +51,7 @@ internal sealed unsafe partial class RingThread : PipeScheduler
     {
         _context = context;
         Index = index;
+        Metrics = context.Metrics.ForRing(index);
         _thread = new Thread(Run) { IsBackground = true, Name = $"io_uring ring {index}" };
         MemoryPool = context.CreateMemoryPool();
         var options = context.Options;
@@ -73,6 +74,9 @@ internal sealed unsafe partial class RingThread : PipeScheduler
     public PipeOptions OutputPipeOptions { get; }
 
     public int Index { get; }
+
+    /// <summary>This ring's instruments, tagged with its id.</summary>
+    public RingMetrics Metrics { get; }
     public IoUringTransportContext Context => _context;
     public Ring Ring => _ring;
     public ProvidedBufferRing Buffers => _buffers;
@@ -172,7 +176,7 @@ internal sealed unsafe partial class RingThread : PipeScheduler
         {
             ulong one = 1;
             LinuxSyscalls.Write(_eventFd, &one, sizeof(ulong));
-            _context.Metrics.Wakeups.Add(1);
+            Metrics.Wakeups.Add(1);
         }
     }
 
@@ -182,7 +186,7 @@ internal sealed unsafe partial class RingThread : PipeScheduler
         _ring = CreateRing(options);
         bool incremental = options.IncrementalReceiveBuffers && _context.Capabilities.IncrementalBufferRings;
         _buffers = new ProvidedBufferRing(_ring, groupId: 0, options.ReceiveBufferCount, options.ReceiveBufferSize, incremental);
-        _receives = new RingReceives(_ring, _buffers, _context.Metrics);
+        _receives = new RingReceives(_ring, _buffers, Metrics);
 
         int slots = Math.Min(options.FixedFileSlots, _context.Descriptors.FixedSlotsPerRing);
         if (slots > 0)
@@ -221,7 +225,7 @@ internal sealed unsafe partial class RingThread : PipeScheduler
         }
         _eventFdValue = (ulong*)NativeMemory.AllocZeroed(sizeof(ulong));
         _accepting = new RingAcceptors(this, _ring, _context);
-        _zeroCopy = new ZeroCopySends(_context, Index, sendArena);
+        _zeroCopy = new ZeroCopySends(_context, Metrics, Index, sendArena);
     }
 
     private Ring CreateRing(IoUringTransportOptions options)

@@ -8,7 +8,7 @@ namespace Kestrel.Transport.IoUring.Transport;
 /// copied anyway: loopback, NICs without scatter-gather), the registered send arena, and the arena's chunks, which go
 /// back only when the kernel no longer reads them. Ring-thread only.
 /// </summary>
-internal sealed class ZeroCopySends(IoUringTransportContext context, int ringIndex, RegisteredBufferArena? arena) : IDisposable
+internal sealed class ZeroCopySends(IoUringTransportContext context, RingMetrics metrics, int ringIndex, RegisteredBufferArena? arena) : IDisposable
 {
     /// <summary>Sends of at least the threshold use SEND_ZC.</summary>
     public bool Enabled { get; private set; } = context.Options.ZeroCopySendThreshold > 0 && context.Capabilities.SendZeroCopy;
@@ -29,13 +29,13 @@ internal sealed class ZeroCopySends(IoUringTransportContext context, int ringInd
     public void OnNotification(bool copied)
     {
         Sends++;
-        context.Metrics.ZeroCopySends.Add(1);
+        metrics.ZeroCopySends.Add(1);
         if (!copied)
         {
             return;
         }
         Copies++;
-        context.Metrics.ZeroCopyCopies.Add(1);
+        metrics.ZeroCopyCopies.Add(1);
         // Copying means zero-copy only added its notification overhead (loopback, NICs without SG): stop using it.
         if (Enabled && Sends >= 8 && Copies * 2 > Sends)
         {

@@ -112,7 +112,7 @@ public sealed class RingFailureTests(ITestOutputHelper output)
             Assert.Single(failures);
             Assert.Equal(LogLevel.Critical, failures[0].Level);
             output.WriteLine(failures[0].Message);
-            Assert.Equal(1, metrics.Total("iouring.rings.failed"));
+            Assert.Equal(1, metrics.Total("iouring.ring.failures"));
 
             foreach (var (c, _) in connections)
             {
