@@ -19,7 +19,7 @@ internal sealed class Acceptor(IoUringConnectionListener listener, int index)
     /// <summary>The accept in the kernel is multishot (it may take a whole backlog at once).</summary>
     public bool Multishot { get; set; }
 
-    /// <summary>A limit-watch timeout is in the kernel (see RingThread.LimitWatch).</summary>
+    /// <summary>A limit-watch timeout is in the kernel (see RingAcceptors).</summary>
     public bool Watching { get; set; }
 
     /// <summary>The kernel holds a request of this acceptor: its accept, its pause or its limit watch.</summary>

@@ -52,9 +52,9 @@ internal sealed partial class IoUringConnection
         {
             if (!_receiveDone && _shutdownReason is null)
             {
-                CopyToInput(_ring.ReceivedBytes(cqe));
+                CopyToInput(_ring.Receives.Received(cqe));
             }
-            _ring.ReleaseReceiveBuffer(cqe);
+            _ring.Receives.Release(cqe);
         }
         else if (res == 0)
         {
@@ -68,7 +68,7 @@ internal sealed partial class IoUringConnection
         {
             if (cqe.HasBuffer)
             {
-                _ring.ReleaseReceiveBuffer(cqe);
+                _ring.Receives.Release(cqe);
             }
             OnReceiveError(-res);
         }
@@ -78,7 +78,7 @@ internal sealed partial class IoUringConnection
             if (ShouldReceive)
             {
                 // ENOBUFS, a full CQ or another transient end of the multishot: arm again once buffers are back.
-                _ring.QueueReceiveRearm(this);
+                _ring.Receives.QueueRearm(this);
             }
             else if (_shutdownReason is not null)
             {
@@ -93,7 +93,7 @@ internal sealed partial class IoUringConnection
         switch (errno)
         {
             case Errno.ENOBUFS:
-                _ring.OnBuffersExhausted();
+                _ring.Receives.OnExhausted();
                 return;
             case Errno.ECANCELED:
                 return; // we cancelled it: back-pressure, shutdown, or the reader went away
@@ -139,7 +139,7 @@ internal sealed partial class IoUringConnection
         {
             // One flush per connection per batch of completions: a burst of receives wakes the reader once.
             _flushQueued = true;
-            _ring.QueueInputFlush(this);
+            _ring.Receives.QueueFlush(this);
         }
     }
 
@@ -202,7 +202,7 @@ internal sealed partial class IoUringConnection
         }
         if (ShouldReceive && !_receiveArmed)
         {
-            _ring.QueueReceiveRearm(this);
+            _ring.Receives.QueueRearm(this);
         }
     }
 

@@ -30,7 +30,10 @@ internal sealed unsafe partial class RingThread
     private void SetState(RingState state) => Interlocked.Exchange(ref _state, (int)state);
 
     /// <summary>An exception the ring cannot survive: the SQ or CQ is unusable. Anything else costs one connection at most.</summary>
-    private bool IsFatal(Exception e) => e is IoUringException or RingCorruptedException || _ring.Failure is not null;
+    private bool IsFatal(Exception e) => IsFatal(e, _ring);
+
+    /// <summary>An exception <paramref name="ring"/> cannot survive: its SQ or CQ is unusable.</summary>
+    internal static bool IsFatal(Exception e, Ring ring) => e is IoUringException or RingCorruptedException || ring.Failure is not null;
 
     /// <summary>Hands <paramref name="work"/> to this ring; if the ring has failed, it is abandoned instead (here or by the failing ring).</summary>
     public void PostOrAbandon(Action<object?> action, IAbandonableWork work)
@@ -95,14 +98,7 @@ internal sealed unsafe partial class RingThread
         AbandonQueuedWork();
         _localWork.Clear();
 
-        foreach (var acceptor in _acceptors)
-        {
-            if (acceptor is not null && !acceptor.Stopped)
-            {
-                acceptor.Stopped = true;
-                acceptor.Listener.MoveAcceptor(this, acceptor);
-            }
-        }
+        _accepting?.MoveToLiveRings();
 
         var connections = _slots.Live();
         var reason = new ConnectionAbortedException($"The io_uring ring {Index} failed: {error.Message}", error);
@@ -175,7 +171,7 @@ internal sealed unsafe partial class RingThread
 
     private bool KernelHoldsMemory()
     {
-        if (_wakeupArmed || (_sendArena is { } arena && arena.FreeChunks != arena.ChunkCount))
+        if (_wakeupArmed || _zeroCopy.ArenaInUse)
         {
             return true;
         }
@@ -205,8 +201,7 @@ internal sealed unsafe partial class RingThread
                 }
                 break;
             case OperationKind.ArenaSend:
-                ReturnArenaChunk(cqe);
-                if (!cqe.IsNotification && _slots.TryGetAny(UserData.SlotOf(ud), out var sender))
+                if (_zeroCopy.OnArenaCompletion(cqe) && _slots.TryGetAny(UserData.SlotOf(ud), out var sender))
                 {
                     sender.OnCompletionWhileDraining(cqe);
                 }

@@ -15,6 +15,11 @@ namespace Kestrel.Transport.IoUring.Transport;
 /// threads hand work in through <see cref="Schedule"/>: a queue plus an eventfd write, coalesced so that the eventfd
 /// is only written when the loop is about to sleep or sleeps. The thread is therefore the <see cref="PipeScheduler"/>
 /// of the transport side of every pipe it serves.
+/// <para>
+/// Its parts: the loop (RingThread.Loop.cs), its connections (RingThread.Connections.cs), what a failure costs
+/// (RingThread.Failure.cs); and the types the loop calls: <see cref="RingAcceptors"/>, <see cref="CloseChains"/>,
+/// <see cref="RingReceives"/>, <see cref="ZeroCopySends"/>.
+/// </para>
 /// </summary>
 internal sealed unsafe partial class RingThread : PipeScheduler
 {
@@ -28,22 +33,19 @@ internal sealed unsafe partial class RingThread : PipeScheduler
     private readonly ConcurrentQueue<WorkItem> _remoteWork = new();
     private readonly Queue<WorkItem> _localWork = new();
     private readonly IoUringCqe[] _completions = new IoUringCqe[CompletionBatch];
-    private readonly List<IoUringConnection> _receiveRearms = new();
-    private readonly List<IoUringConnection> _inputFlushes = new();
     private readonly ConnectionSlots _slots = new();
-    private readonly List<Acceptor?> _acceptors = new();
 
     private Ring _ring = null!;
     private ProvidedBufferRing _buffers = null!;
+    private RingReceives _receives = null!;
     private FixedFileTable? _files;
-    private RegisteredBufferArena? _sendArena;
+    private ZeroCopySends _zeroCopy = null!;
     private int _eventFd = -1;
     private ulong* _eventFdValue;
-    private KernelTimespec* _acceptPauseTimespec;
+    private RingAcceptors? _accepting;
     private int _sleeping;
     private CloseChains _closes = null!;
     private volatile bool _stopping;
-    private bool _zeroCopyEnabled;
 
     public RingThread(IoUringTransportContext context, int index)
     {
@@ -90,17 +92,20 @@ internal sealed unsafe partial class RingThread : PipeScheduler
     public IoUringTransportContext Context => _context;
     public Ring Ring => _ring;
     public ProvidedBufferRing Buffers => _buffers;
+
+    /// <summary>The ring's receive buffers and the per-turn receive work (see <see cref="RingReceives"/>).</summary>
+    public RingReceives Receives => _receives;
     public bool UsesFixedFiles => _files is not null;
 
     /// <summary>Registered send memory, when <see cref="IoUringTransportOptions.RegisteredSendBufferSize"/> is set and registration worked.</summary>
-    public RegisteredBufferArena? SendArena => _sendArena;
+    public RegisteredBufferArena? SendArena => _zeroCopy.Arena;
 
     public const int SendArenaChunkSize = 64 * 1024;
-    public bool ZeroCopyEnabled => _zeroCopyEnabled;
+    public bool ZeroCopyEnabled => _zeroCopy.Enabled;
 
     /// <summary>Send_zc completions whose notification said the kernel copied anyway.</summary>
-    public long ZeroCopyCopies { get; private set; }
-    public long ZeroCopySends { get; private set; }
+    public long ZeroCopyCopies => _zeroCopy.Copies;
+    public long ZeroCopySends => _zeroCopy.Sends;
 
     /// <summary>Starts the thread and waits until its ring exists (or throws why it could not be created).</summary>
     public Task StartAsync()
@@ -124,13 +129,7 @@ internal sealed unsafe partial class RingThread : PipeScheduler
             {
                 self.SetState(RingState.Stopping);
             }
-            foreach (var acceptor in self._acceptors)
-            {
-                if (acceptor is not null)
-                {
-                    self.StopAcceptor(acceptor);
-                }
-            }
+            self._accepting!.StopAll();
             self._slots.AbortAll(new Microsoft.AspNetCore.Connections.ConnectionAbortedException("The io_uring transport is stopping."));
         }, this);
         return _stopped.Task;
@@ -193,54 +192,13 @@ internal sealed unsafe partial class RingThread : PipeScheduler
         }
     }
 
-    private void Run()
-    {
-        try
-        {
-            Initialize();
-        }
-        catch (Exception e)
-        {
-            Cleanup();
-            _started.TrySetException(e);
-            _stopped.TrySetResult();
-            return;
-        }
-        SetState(RingState.Running);
-        _started.TrySetResult();
-
-        try
-        {
-            Loop();
-        }
-        catch (Exception e)
-        {
-            try
-            {
-                FailRing(e);
-            }
-            catch (Exception teardownError)
-            {
-                _context.Log.WorkItemFailed(Index, teardownError);
-            }
-        }
-        finally
-        {
-            Cleanup();
-            if (State != RingState.Failed)
-            {
-                SetState(RingState.Stopped);
-            }
-            _stopped.TrySetResult();
-        }
-    }
-
     private void Initialize()
     {
         var options = _context.Options;
         _ring = CreateRing(options);
         bool incremental = options.IncrementalReceiveBuffers && _context.Capabilities.IncrementalBufferRings;
         _buffers = new ProvidedBufferRing(_ring, groupId: 0, options.ReceiveBufferCount, options.ReceiveBufferSize, incremental);
+        _receives = new RingReceives(_ring, _buffers, Metrics);
 
         int slots = Math.Min(options.FixedFileSlots, _context.Descriptors.FixedSlotsPerRing);
         if (slots > 0)
@@ -258,11 +216,12 @@ internal sealed unsafe partial class RingThread : PipeScheduler
 
         _closes = new CloseChains(_ring, _files, _context.Descriptors);
 
+        RegisteredBufferArena? sendArena = null;
         if (options.RegisteredSendBufferSize > 0 && options.ZeroCopySendThreshold > 0 && _context.Capabilities.SendZeroCopy)
         {
             try
             {
-                _sendArena = new RegisteredBufferArena(_ring, Math.Max(1, options.RegisteredSendBufferSize / SendArenaChunkSize), SendArenaChunkSize);
+                sendArena = new RegisteredBufferArena(_ring, Math.Max(1, options.RegisteredSendBufferSize / SendArenaChunkSize), SendArenaChunkSize);
             }
             catch (IoUringException e)
             {
@@ -277,11 +236,8 @@ internal sealed unsafe partial class RingThread : PipeScheduler
             throw new IoUringException("eventfd", _eventFd);
         }
         _eventFdValue = (ulong*)NativeMemory.AllocZeroed(sizeof(ulong));
-        _acceptPauseTimespec = (KernelTimespec*)NativeMemory.AllocZeroed((nuint)sizeof(KernelTimespec));
-        _acceptPauseTimespec->Nanoseconds = 100_000_000; // 100 ms between retries when accept runs out of descriptors
-        _limitWatchTimespec = (KernelTimespec*)NativeMemory.AllocZeroed((nuint)sizeof(KernelTimespec));
-        _limitWatchTimespec->Seconds = 1;
-        _zeroCopyEnabled = options.ZeroCopySendThreshold > 0 && _context.Capabilities.SendZeroCopy;
+        _accepting = new RingAcceptors(this, _ring, _context);
+        _zeroCopy = new ZeroCopySends(_context, Metrics, Index, sendArena);
     }
 
     private Ring CreateRing(IoUringTransportOptions options)
@@ -316,549 +272,18 @@ internal sealed unsafe partial class RingThread : PipeScheduler
         }
     }
 
-    private void Loop()
-    {
-        ArmWakeup();
-        while (true)
-        {
-            RunWork();
-            ThrowIfRingFailed();
-            if (_stopping && _slots.Count == 0 && _closes.Pending == 0 && !HasArmedAcceptors())
-            {
-                break;
-            }
-
-            ArmPendingReceives();
-            _buffers.Publish();
-            _closes.PrepareDeferred();
-
-            uint waitFor = 0;
-            if (_localWork.Count == 0 && _closes.Deferred == 0)
-            {
-                Interlocked.Exchange(ref _sleeping, 1);
-                if (_remoteWork.IsEmpty)
-                {
-                    waitFor = 1;
-                }
-                else
-                {
-                    Volatile.Write(ref _sleeping, 0);
-                }
-            }
-
-            long submittedBefore = _ring.SubmittedCount;
-            int r = _ring.SubmitAndWait(waitFor);
-            Volatile.Write(ref _sleeping, 0);
-            Metrics.RecordEnter(_ring.SubmittedCount - submittedBefore);
-            if (r < 0 && r != -Errno.EBUSY && r != -Errno.EAGAIN)
-            {
-                throw new IoUringException(r == -Errno.EBADR ? "io_uring_enter (completions were lost)" : "io_uring_enter", r);
-            }
-            if (_ring.HasOverflowedCompletions)
-            {
-                Metrics.CqOverflows.Add(1);
-            }
-            ReapCompletions();
-            ThrowIfRingFailed();
-        }
-    }
-
-    /// <summary>The SQ or CQ failed somewhere a caller caught the exception (a connection's send loop): the loop cannot go on.</summary>
-    private void ThrowIfRingFailed()
-    {
-        if (_ring.Failure is { } failure)
-        {
-            throw failure;
-        }
-    }
-
-    private void ReapCompletions()
-    {
-        int n;
-        do
-        {
-            n = _ring.ReadCompletions(_completions);
-            for (int i = 0; i < n; i++)
-            {
-                try
-                {
-                    Dispatch(in _completions[i]);
-                }
-                catch (Exception e) when (!IsFatal(e))
-                {
-                    OnCompletionFailed(in _completions[i], e);
-                }
-            }
-            FlushReceivedInput();
-        }
-        while (n == CompletionBatch);
-    }
-
-    private void RunWork()
-    {
-        int budget = MaxWorkItemsPerTurn;
-        while (budget-- > 0)
-        {
-            if (_localWork.TryDequeue(out WorkItem item) || _remoteWork.TryDequeue(out item))
-            {
-                try
-                {
-                    item.Action(item.State);
-                }
-                catch (Exception e) when (!IsFatal(e))
-                {
-                    OnWorkItemFailed(item.State, e);
-                }
-            }
-            else
-            {
-                return;
-            }
-        }
-    }
-
-    private void Dispatch(in IoUringCqe cqe)
-    {
-        ulong ud = cqe.UserData;
-        switch (UserData.KindOf(ud))
-        {
-            case OperationKind.Wakeup:
-                _wakeupArmed = false;
-                ArmWakeup();
-                break;
-            case OperationKind.Accept:
-            case OperationKind.Timeout:
-                DispatchAccept(cqe);
-                break;
-            case OperationKind.Receive:
-                if (_slots.TryGet(UserData.SlotOf(ud), UserData.GenerationOf(ud), out var receiver))
-                {
-                    receiver.OnReceiveCompleted(cqe);
-                }
-                else if (cqe.HasBuffer)
-                {
-                    // A late completion for a connection that has gone: its buffer still goes back.
-                    ReleaseReceiveBuffer(cqe);
-                }
-                break;
-            case OperationKind.Send:
-                if (_slots.TryGet(UserData.SlotOf(ud), UserData.GenerationOf(ud), out var sender))
-                {
-                    sender.OnSendCompleted(cqe);
-                }
-                break;
-            case OperationKind.Close:
-                _closes.OnCompleted(cqe);
-                break;
-            case OperationKind.ArenaSend:
-                OnArenaSendCompleted(cqe);
-                break;
-            default:
-                // Cancel and other bookkeeping completions carry nothing the loop needs.
-                break;
-        }
-    }
-
-    // ---- wake-up --------------------------------------------------------------------------------------------------
-
-    private void ArmWakeup()
-    {
-        IoUringSqe* sqe = _ring.GetSqe();
-        SqePreparation.PrepareEventFdRead(sqe, _eventFd, _eventFdValue, UserData.Encode(OperationKind.Wakeup, 0, 0));
-        _wakeupArmed = true;
-    }
-
-    // ---- buffers --------------------------------------------------------------------------------------------------
-
-    /// <summary>The bytes a recv completion delivered; copy them out, then <see cref="ReleaseReceiveBuffer"/>.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public ReadOnlySpan<byte> ReceivedBytes(in IoUringCqe cqe) => _buffers.Received(cqe.BufferId, cqe.Result);
-
-    /// <summary>Gives a completion's buffer back to the kernel (published at the end of the turn).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void ReleaseReceiveBuffer(in IoUringCqe cqe)
-        => _buffers.Release(cqe.BufferId, Math.Max(cqe.Result, 0), (cqe.Flags & CqeFlags.BufferMore) != 0);
-
-    public void OnBuffersExhausted()
-    {
-        _buffers.RecordExhausted();
-        Metrics.NoBufferRearms.Add(1);
-    }
-
-    // ---- receives -------------------------------------------------------------------------------------------------
-
-    /// <summary>Re-arms <paramref name="connection"/>'s multishot recv at the end of this turn, after recycled buffers are published.</summary>
-    public void QueueReceiveRearm(IoUringConnection connection) => _receiveRearms.Add(connection);
-
-    /// <summary>Flushes <paramref name="connection"/>'s input pipe after the current batch of completions.</summary>
-    public void QueueInputFlush(IoUringConnection connection) => _inputFlushes.Add(connection);
-
-    private void FlushReceivedInput()
-    {
-        // Index loop: a flush may run application code inline, which may queue more.
-        for (int i = 0; i < _inputFlushes.Count; i++)
-        {
-            try
-            {
-                _inputFlushes[i].FlushQueuedInput();
-            }
-            catch (Exception e) when (!IsFatal(e))
-            {
-                _inputFlushes[i].FailContained(e);
-            }
-        }
-        _inputFlushes.Clear();
-    }
-
-    private void ArmPendingReceives()
-    {
-        if (_receiveRearms.Count == 0)
-        {
-            return;
-        }
-        _buffers.Publish();
-        foreach (var connection in _receiveRearms)
-        {
-            connection.ArmReceive();
-        }
-        _receiveRearms.Clear();
-    }
-
     // ---- zero copy ------------------------------------------------------------------------------------------------
 
-    public void OnZeroCopyNotification(bool copied)
-    {
-        ZeroCopySends++;
-        Metrics.ZeroCopySends.Add(1);
-        if (!copied)
-        {
-            return;
-        }
-        ZeroCopyCopies++;
-        Metrics.ZeroCopyCopies.Add(1);
-        // Copying means zero-copy only added its notification overhead (loopback, NICs without SG): stop using it.
-        if (_zeroCopyEnabled && ZeroCopySends >= 8 && ZeroCopyCopies * 2 > ZeroCopySends)
-        {
-            _zeroCopyEnabled = false;
-            _context.Log.ZeroCopyDisabled(Index, ZeroCopyCopies, ZeroCopySends);
-        }
-    }
+    /// <summary>A zero-copy send's notification (see <see cref="ZeroCopySends"/>).</summary>
+    public void OnZeroCopyNotification(bool copied) => _zeroCopy.OnNotification(copied);
 
-    /// <summary>
-    /// A registered-arena SEND_ZC: its result CQE goes to the connection (which cannot have closed: it waits for
-    /// every result); its notification, which may come after the connection is gone, only returns the chunk, whose
-    /// index travels in the generation bits.
-    /// </summary>
+    /// <summary>An arena SEND_ZC's completion: its result goes to the connection (which waits for every result).</summary>
     private void OnArenaSendCompleted(in IoUringCqe cqe)
     {
-        ReturnArenaChunk(cqe);
-        if (cqe.IsNotification)
-        {
-            OnZeroCopyNotification(((uint)cqe.Result & IoUringValues.NotifUsageZcCopied) != 0);
-            return;
-        }
-        if (_slots.TryGetAny(UserData.SlotOf(cqe.UserData), out var connection))
+        if (_zeroCopy.OnArenaCompletion(cqe) && _slots.TryGetAny(UserData.SlotOf(cqe.UserData), out var connection))
         {
             connection.OnSendCompleted(cqe);
         }
-    }
-
-    /// <summary>An arena chunk is free again after its notification, or after a result that no notification follows.</summary>
-    private void ReturnArenaChunk(in IoUringCqe cqe)
-    {
-        if (cqe.IsNotification || !cqe.HasMore)
-        {
-            _sendArena!.Return((int)UserData.GenerationOf(cqe.UserData));
-        }
-    }
-
-    // ---- connections ----------------------------------------------------------------------------------------------
-
-    /// <summary>Forgets a closed connection's slot (with a new generation); its descriptor's place in the budget comes back when its close completes.</summary>
-    public void ReleaseConnection(IoUringConnection connection) => _slots.Release(connection.Slot);
-
-    /// <summary>Closes a connection's socket once the kernel holds none of its requests (see <see cref="CloseChains"/>).</summary>
-    public void CloseSocket(int fd, int fixedSlot, bool sendFin) => _closes.Close(fd, fixedSlot, sendFin);
-
-    /// <summary>Close chains waiting for room in the SQ (ring thread).</summary>
-    internal int PendingCloseChainsDeferred => _closes.Deferred;
-
-    /// <summary>
-    /// A connection accepted by this ring's acceptor. The listener spreads connections round-robin over the rings:
-    /// this ring sets it up itself or hands the descriptor to the ring whose turn it is.
-    /// </summary>
-    private void OnAccepted(Acceptor acceptor, int fd)
-    {
-        _context.Descriptors.OnOpened();
-        RingThread target = acceptor.Listener.NextRing(this);
-        if (target == this)
-        {
-            SetUpConnection(acceptor.Listener, fd);
-        }
-        else
-        {
-            target.PostOrAbandon(static s =>
-            {
-                var handOff = (ConnectionHandOff)s!;
-                // Runs on the target ring's thread: Schedule from there queues locally, so this is that ring.
-                handOff.Target.SetUpConnection(handOff.Listener, handOff.Fd);
-            }, new ConnectionHandOff(target, acceptor.Listener, fd, _context.Descriptors));
-        }
-    }
-
-    private void SetUpConnection(IoUringConnectionListener listener, int fd)
-    {
-        if (_stopping || listener.IsUnbinding)
-        {
-            // Accepted after unbind: refuse it the way a closed listener would.
-            SocketOptions.SetLingerZero(fd);
-            LinuxSyscalls.Close(fd);
-            _context.Descriptors.OnClosed();
-            return;
-        }
-
-        if (listener.SetNoDelayOnAccept)
-        {
-            SocketOptions.SetNoDelay(fd);
-        }
-
-        int fixedSlot = -1;
-        if (_files is not null)
-        {
-            fixedSlot = _files.Install(fd);
-            if (fixedSlot < 0)
-            {
-                Metrics.FixedFileTableFull.Add(1);
-                fixedSlot = -1; // ordinary descriptor for this connection
-            }
-        }
-
-        var (slot, generation) = _slots.Reserve();
-        IoUringConnection connection;
-        try
-        {
-            connection = new IoUringConnection(this, listener, slot, generation, fd, fixedSlot,
-                SocketAddresses.LocalEndPoint(fd), SocketAddresses.RemoteEndPoint(fd));
-        }
-        catch (Exception e)
-        {
-            _slots.Release(slot);
-            if (fixedSlot >= 0) _files!.Remove(fixedSlot);
-            LinuxSyscalls.Close(fd);
-            _context.Descriptors.OnClosed();
-            _context.Log.AcceptFailed(listener.EndPoint, e);
-            return;
-        }
-        _slots.Set(slot, connection);
-        Metrics.OnConnectionAccepted();
-        connection.Start();
-        listener.OnConnectionAccepted(connection);
-    }
-
-    // ---- acceptors ------------------------------------------------------------------------------------------------
-
-    /// <summary>Makes this ring <paramref name="listener"/>'s acceptor: a multishot accept on its socket. Any thread; completes when armed.</summary>
-    public Task AddAcceptorAsync(IoUringConnectionListener listener)
-    {
-        var request = new AcceptorRequest(this, listener);
-        PostOrAbandon(static s =>
-        {
-            var request = (AcceptorRequest)s!;
-            var self = request.Target;
-            var acceptor = new Acceptor(request.Listener, self._acceptors.Count);
-            if (!request.Listener.AddAcceptor(self, acceptor))
-            {
-                // Unbound meanwhile: nothing to accept for.
-                acceptor.Finished.TrySetResult();
-                request.Armed.TrySetResult(acceptor);
-                return;
-            }
-            self._acceptors.Add(acceptor);
-            self.ArmAccept(acceptor);
-            request.Armed.TrySetResult(acceptor);
-        }, request);
-        return request.Armed.Task;
-    }
-
-    /// <summary>Cancels the acceptor's multishot accept; the task completes when the kernel confirms it ended.</summary>
-    public Task StopAcceptorAsync(Acceptor acceptor)
-    {
-        Post(static s =>
-        {
-            var (self, acceptor) = ((RingThread, Acceptor))s!;
-            self.StopAcceptor(acceptor);
-        }, (this, acceptor));
-        return acceptor.Finished.Task;
-    }
-
-    private void StopAcceptor(Acceptor acceptor)
-    {
-        if (acceptor.Stopped)
-        {
-            return;
-        }
-        acceptor.Stopped = true;
-        if (acceptor.Armed)
-        {
-            IoUringSqe* sqe = _ring.GetSqe();
-            SqePreparation.PrepareCancel(sqe, acceptor.UserData, UserData.Encode(OperationKind.Cancel, 0, acceptor.Index));
-        }
-        else if (acceptor.Paused)
-        {
-            IoUringSqe* sqe = _ring.GetSqe();
-            SqePreparation.PrepareCancel(sqe, acceptor.PauseUserData, UserData.Encode(OperationKind.Cancel, 0, acceptor.Index));
-        }
-        StopLimitWatch(acceptor);
-        MaybeFinishAcceptor(acceptor);
-    }
-
-    private void ArmAccept(Acceptor acceptor)
-    {
-        IoUringSqe* sqe = _ring.GetSqe();
-        // A multishot accept takes everything in the backlog before we see a single completion, so it could run
-        // the process out of descriptors. Near the budget, accept one connection per SQE instead.
-        _context.Descriptors.Refresh();
-        acceptor.Multishot = HasRoomForMultishotAccept;
-        if (acceptor.Multishot)
-        {
-            SqePreparation.PrepareMultishotAccept(sqe, acceptor.Listener.ListenFd, acceptor.UserData);
-            WatchLimit(acceptor);
-        }
-        else
-        {
-            SqePreparation.PrepareAccept(sqe, acceptor.Listener.ListenFd, acceptor.UserData);
-        }
-        acceptor.Armed = true;
-    }
-
-    private void DispatchAccept(in IoUringCqe cqe)
-    {
-        int index = UserData.SlotOf(cqe.UserData);
-        Acceptor? acceptor = index < _acceptors.Count ? _acceptors[index] : null;
-        if (acceptor is null)
-        {
-            if (UserData.KindOf(cqe.UserData) == OperationKind.Accept && cqe.Result >= 0)
-            {
-                LinuxSyscalls.Close(cqe.Result);
-            }
-            return;
-        }
-
-        if (UserData.KindOf(cqe.UserData) == OperationKind.Timeout && UserData.GenerationOf(cqe.UserData) == Acceptor.WatchMarker)
-        {
-            OnLimitWatchExpired(acceptor);
-            return;
-        }
-        if (UserData.KindOf(cqe.UserData) == OperationKind.Timeout)
-        {
-            // The pause is over (or was cancelled by unbind): accept again unless still out of descriptors.
-            acceptor.Paused = false;
-            if (!acceptor.Stopped)
-            {
-                _context.Descriptors.Refresh();
-                if (_context.Descriptors.IsExhausted)
-                {
-                    PauseAcceptor(acceptor, reason: null); // still exhausted: wait again, without logging again
-                }
-                else
-                {
-                    ArmAccept(acceptor);
-                }
-            }
-            MaybeFinishAcceptor(acceptor);
-            return;
-        }
-
-        if (!cqe.HasMore)
-        {
-            acceptor.Armed = false;
-        }
-
-        int res = cqe.Result;
-        if (res >= 0)
-        {
-            var descriptors = _context.Descriptors;
-            descriptors.Refresh(); // the limit may have been lowered since the last accept
-            if (descriptors.Remaining < 0)
-            {
-                // Into the reserve the runtime and the application need (the limit was lowered, or a multishot
-                // accept took a whole backlog at once): give this one back at once, as a full listener would.
-                SocketOptions.SetLingerZero(res);
-                LinuxSyscalls.Close(res);
-                PauseAcceptor(acceptor, ExhaustedReason());
-                MaybeFinishAcceptor(acceptor);
-                return;
-            }
-            OnAccepted(acceptor, res);
-            if (descriptors.IsExhausted && !acceptor.Stopped)
-            {
-                PauseAcceptor(acceptor, ExhaustedReason());
-                return;
-            }
-        }
-        else if (res == -Errno.EMFILE || res == -Errno.ENFILE || res == -Errno.ENOMEM || res == -Errno.ENOBUFS)
-        {
-            // Out of descriptors or memory: stop accepting for a moment instead of spinning on the same error;
-            // established connections carry on, and the backlog waits in the kernel. Something else took
-            // descriptors: count them again.
-            _context.Descriptors.Refresh(forceCount: true);
-            PauseAcceptor(acceptor, Errno.Name(res));
-            return;
-        }
-        // ECANCELED (unbind), ECONNABORTED (a connection reset in the backlog) and the like: nothing to hand out.
-
-        if (!acceptor.Armed && !acceptor.Stopped && !acceptor.Paused)
-        {
-            ArmAccept(acceptor);
-        }
-        MaybeFinishAcceptor(acceptor);
-    }
-
-    private string ExhaustedReason()
-        => $"{_context.Descriptors.Open} connections are open and RLIMIT_NOFILE is {_context.Descriptors.Limit}: the rest is kept for the runtime and the application";
-
-    /// <summary>Cancels the acceptor's multishot accept and retries after 100 ms (a timeout in the ring, no spinning).</summary>
-    private void PauseAcceptor(Acceptor acceptor, string? reason)
-    {
-        if (acceptor.Paused || acceptor.Stopped)
-        {
-            return;
-        }
-        if (reason is not null)
-        {
-            Metrics.AcceptPauses.Add(1);
-            _context.Log.AcceptPaused(acceptor.Listener.EndPoint, reason);
-        }
-        if (acceptor.Armed)
-        {
-            IoUringSqe* cancel = _ring.GetSqe();
-            SqePreparation.PrepareCancel(cancel, acceptor.UserData, UserData.Encode(OperationKind.Cancel, 0, acceptor.Index));
-            cancel->Flags |= SqeFlags.CqeSkipSuccess;
-        }
-        acceptor.Paused = true;
-        IoUringSqe* sqe = _ring.GetSqe();
-        SqePreparation.PrepareTimeout(sqe, _acceptPauseTimespec, acceptor.PauseUserData);
-    }
-
-    private void MaybeFinishAcceptor(Acceptor acceptor)
-    {
-        if (acceptor.Stopped && !acceptor.InKernel)
-        {
-            _acceptors[acceptor.Index] = null;
-            acceptor.Finished.TrySetResult();
-        }
-    }
-
-    private bool HasArmedAcceptors()
-    {
-        foreach (var a in _acceptors)
-        {
-            if (a is not null && a.InKernel)
-            {
-                return true;
-            }
-        }
-        return false;
     }
 
     // ---- teardown -------------------------------------------------------------------------------------------------
@@ -875,7 +300,7 @@ internal sealed unsafe partial class RingThread : PipeScheduler
         }
         else
         {
-            _sendArena?.Dispose();
+            _zeroCopy?.Dispose();
             _buffers?.Dispose();
             _ring?.Dispose(); // closing the ring fd also drops anything still registered
             NativeMemory.Free(_eventFdValue);
@@ -886,18 +311,12 @@ internal sealed unsafe partial class RingThread : PipeScheduler
             LinuxSyscalls.Close(_eventFd);
             _eventFd = -1;
         }
-        NativeMemory.Free(_acceptPauseTimespec);
-        _acceptPauseTimespec = null;
-        NativeMemory.Free(_limitWatchTimespec);
-        _limitWatchTimespec = null;
+        _accepting?.Dispose();
         if (State != RingState.Failed)
         {
             DisposeMemoryPool(); // a failed ring's pipes may still be in the application's hands: see StopFailedAsync
         }
-        foreach (var a in _acceptors)
-        {
-            a?.Finished.TrySetResult();
-        }
+        _accepting?.FinishAll();
     }
 
     private void DisposeMemoryPool()

@@ -34,7 +34,7 @@ internal sealed class AcceptorRequest(RingThread target, IoUringConnectionListen
     public RingThread Target { get; } = target;
     public IoUringConnectionListener Listener { get; } = listener;
 
-    public TaskCompletionSource<Acceptor> Armed { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    public TaskCompletionSource<Acceptor?> Armed { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     public void Abandon() => Armed.TrySetException(new RingFailedException("The io_uring ring failed before it could accept."));
 }
