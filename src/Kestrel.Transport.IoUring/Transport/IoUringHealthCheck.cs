@@ -3,8 +3,9 @@ using Microsoft.Extensions.Diagnostics.HealthChecks;
 namespace Kestrel.Transport.IoUring.Transport;
 
 /// <summary>
-/// Reports which transport serves: Healthy over io_uring, Degraded with the reason when the app fell back to Sockets,
-/// so an operator learns it from the health endpoint rather than from a log line.
+/// Reports which transport serves: Healthy over io_uring, Degraded with the reason when the app fell back to Sockets
+/// or when a ring failed (Unhealthy when every ring did), so an operator learns it from the health endpoint rather
+/// than from a log line.
 /// </summary>
 internal sealed class IoUringHealthCheck(IoUringTransportFactory factory) : IHealthCheck
 {
@@ -13,8 +14,21 @@ internal sealed class IoUringHealthCheck(IoUringTransportFactory factory) : IHea
         HealthCheckResult result;
         if (factory.IsUsingIoUring)
         {
-            result = HealthCheckResult.Healthy($"serving over io_uring with {factory.RingCount} ring(s)",
-                new Dictionary<string, object> { ["transport"] = "io_uring", ["rings"] = factory.RingCount });
+            int failed = factory.Rings.Count(r => r.State == RingState.Failed);
+            var data = new Dictionary<string, object> { ["transport"] = "io_uring", ["rings"] = factory.RingCount, ["failedRings"] = failed };
+            if (failed == 0)
+            {
+                result = HealthCheckResult.Healthy($"serving over io_uring with {factory.RingCount} ring(s)", data);
+            }
+            else
+            {
+                // A failed ring reset its connections and takes no new ones: the others serve on, at less capacity.
+                // With none left, nothing accepts any more.
+                var status = failed == factory.RingCount ? HealthStatus.Unhealthy : context.Registration.FailureStatus;
+                result = new HealthCheckResult(status,
+                    $"{failed} of {factory.RingCount} io_uring ring(s) failed and stopped (see the Critical RingFailed log line); {factory.RingCount - failed} serve on",
+                    data: data);
+            }
         }
         else if (factory.FallbackReason is { } reason)
         {

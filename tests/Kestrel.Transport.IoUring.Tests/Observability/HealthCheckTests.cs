@@ -48,4 +48,32 @@ public sealed class HealthCheckTests
         Assert.Contains("EPERM", entry.Description);
         Assert.Equal("sockets", entry.Data["transport"]);
     }
+
+    [Fact]
+    public async Task DegradedWhenARingFailedAndUnhealthyWhenNoneIsLeft()
+    {
+        await using var server = await StartAsync(o => o.RingCount = 2, requireIoUring: true);
+        var health = server.Services.GetRequiredService<HealthCheckService>();
+
+        await RingAccess.InjectAsync(server.Factory.Rings[0], RingFault.EnterError);
+        await WaitForRingStateAsync(server, 0);
+        var entry = (await health.CheckHealthAsync()).Entries["io_uring"];
+        Assert.Equal(HealthStatus.Degraded, entry.Status);
+        Assert.Contains("1 of 2", entry.Description);
+        Assert.Equal(1, entry.Data["failedRings"]);
+
+        using var client = server.CreateClient();
+        Assert.Equal("Degraded", await client.GetStringAsync("/healthz")); // served by the ring that is left
+
+        await RingAccess.InjectAsync(server.Factory.Rings[1], RingFault.EnterError);
+        await WaitForRingStateAsync(server, 1);
+        entry = (await health.CheckHealthAsync()).Entries["io_uring"];
+        Assert.Equal(HealthStatus.Unhealthy, entry.Status);
+        Assert.Contains("2 of 2", entry.Description);
+    }
+
+    private static Task WaitForRingStateAsync(IoUringTestServer server, int ring)
+        => Semantics.TransportUnderTest.PollAsync(
+            () => server.Factory.Rings[ring].State == Kestrel.Transport.IoUring.Transport.RingState.Failed ? server : null,
+            $"ring {ring} failing");
 }
