@@ -4,21 +4,68 @@ namespace Kestrel.Transport.IoUring.Transport;
 
 /// <summary>
 /// The reader scheduler of a connection's output pipe when sends go out directly (<see cref="SendPathMode.Direct"/>):
-/// a flush from an application thread resumes the send loop right there, on the flushing thread, so that thread can
-/// send at once with a non-blocking send(2), as the Sockets transport does. A continuation scheduled from the ring's
-/// own thread (an abort cancelling the pending read) is queued behind the ring's current work, never run re-entrantly.
+/// the send loop resumes on the thread that flushed, never on the ring thread, so a response never waits for the
+/// ring to wake up.
+/// <list type="bullet">
+/// <item>On a pool thread, the first flush of the current work item sends at once, inline; flushes that follow within
+/// the same work item (pipelined requests, HTTP/2 streams) go to the thread's own local queue and leave together, in
+/// one send, as soon as the work item ends. So a response is never held back by whatever its thread does next (it
+/// may block), and responses flushed in a row cost one send, as with the Sockets transport, not one per flush. The
+/// local queue is served by its own thread first, so a starved pool does not delay it.</item>
+/// <item>Any other thread (a dedicated thread, a timer) runs it inline.</item>
+/// <item>A continuation scheduled from the ring's own thread (an abort cancelling the pending read) is queued behind
+/// the ring's current work, never run re-entrantly.</item>
+/// </list>
 /// </summary>
 internal sealed class FlushingThreadScheduler(RingThread ring) : PipeScheduler
 {
+    [ThreadStatic]
+    private static WorkItemBoundary? t_boundary;
+
     public override void Schedule(Action<object?> action, object? state)
     {
         if (ring.IsOwnerThread)
         {
             ring.Schedule(action, state);
         }
-        else
+        else if (!Thread.CurrentThread.IsThreadPoolThread)
         {
             action(state);
         }
+        else
+        {
+            WorkItemBoundary boundary = t_boundary ??= new WorkItemBoundary();
+            if (boundary.TryOpen())
+            {
+                action(state);
+            }
+            else
+            {
+                System.Threading.ThreadPool.UnsafeQueueUserWorkItem(action, state, preferLocal: true);
+            }
+        }
+    }
+
+    /// <summary>
+    /// One per pool thread: open while that thread has sent inline in its current work item. It closes itself when the
+    /// thread reaches the local queue item queued on opening (or when another thread steals that item, which only
+    /// ends the coalescing early).
+    /// </summary>
+    private sealed class WorkItemBoundary : IThreadPoolWorkItem
+    {
+        private volatile bool _open;
+
+        public bool TryOpen()
+        {
+            if (_open)
+            {
+                return false;
+            }
+            _open = true;
+            System.Threading.ThreadPool.UnsafeQueueUserWorkItem(this, preferLocal: true);
+            return true;
+        }
+
+        public void Execute() => _open = false;
     }
 }
