@@ -34,17 +34,15 @@ internal sealed partial class IoUringConnection : ConnectionContext,
     private readonly IoUringTrace _log;
     private readonly int _fd;
     private readonly int _fixedSlot;
-    private readonly ulong _receiveUserData;
     private readonly ulong _cancelUserData;
 
     private readonly IDuplexPipe _originalTransport; // the application's ends, even if middleware replaces Transport
-    private readonly PipeWriter _input;
+    private readonly ConnectionReceiver _receiver; // the receive direction: the input pipe's writer
     private readonly ConnectionSender _sender; // the send direction: the output pipe's reader
 
     private readonly CancellationTokenSource _connectionClosedSource = new();
     private readonly TaskCompletionSource _connectionClosedFired = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly TaskCompletionSource _socketClosed = new(TaskCreationOptions.RunContinuationsAsynchronously);
-    private readonly Action _onFlushCompleted;
 
     private IFeatureCollection? _features;
     private IDictionary<object, object?>? _items;
@@ -57,13 +55,6 @@ internal sealed partial class IoUringConnection : ConnectionContext,
     private bool _sendFinOnClose;
     private bool _closed;
 
-    private bool _receiveArmed;
-    private bool _receiveDone;
-    private ValueTask<FlushResult> _pendingFlush;
-    private bool _flushPending;
-    private bool _unflushedInput;
-    private bool _flushQueued;
-
     public IoUringConnection(RingThread ring, IoUringConnectionListener listener, int slot, uint generation,
         int fd, int fixedSlot, EndPoint? localEndPoint, EndPoint? remoteEndPoint)
     {
@@ -73,7 +64,6 @@ internal sealed partial class IoUringConnection : ConnectionContext,
         Slot = slot;
         _fd = fd;
         _fixedSlot = fixedSlot;
-        _receiveUserData = UserData.Encode(OperationKind.Receive, generation, slot);
         _cancelUserData = UserData.Encode(OperationKind.Cancel, generation, slot);
         LocalEndPoint = localEndPoint;
         RemoteEndPoint = remoteEndPoint;
@@ -81,12 +71,12 @@ internal sealed partial class IoUringConnection : ConnectionContext,
 
         var input = new Pipe(ring.InputPipeOptions);
         var output = new Pipe(ring.OutputPipeOptions);
-        _input = input.Writer;
+        _receiver = new ConnectionReceiver(this, ring, input.Writer, fixedSlot >= 0 ? fixedSlot : fd, fixedSlot >= 0,
+            UserData.Encode(OperationKind.Receive, generation, slot), _cancelUserData);
         _sender = new ConnectionSender(this, ring, output.Reader, fd, fixedSlot,
             UserData.Encode(OperationKind.Send, generation, slot), _cancelUserData);
         Transport = _originalTransport = new DuplexPipe(input.Reader, output.Writer);
         ConnectionClosed = _connectionClosedSource.Token;
-        _onFlushCompleted = OnFlushCompleted;
     }
 
     public int Slot { get; }
@@ -166,7 +156,7 @@ internal sealed partial class IoUringConnection : ConnectionContext,
 
     public void Start()
     {
-        ArmReceive();
+        _receiver.Arm();
         _ = _sender.RunAsync();
     }
 
@@ -205,28 +195,20 @@ internal sealed partial class IoUringConnection : ConnectionContext,
             _sendFinOnClose = true; // SHUTDOWN goes out linked before the close, once the kernel holds no request of ours
         }
 
-        CancelReceive();
+        _receiver.Stop();
         _sender.Stop();
-        if (_flushPending)
-        {
-            _input.CancelPendingFlush(); // OnFlushCompleted then ends receiving
-        }
-        else if (!_receiveArmed)
-        {
-            CompleteReceive(null);
-        }
     }
 
     /// <summary>Closes the descriptor once the connection is shut down and the kernel holds none of its requests.</summary>
-    private void MaybeClose()
+    public void MaybeClose()
     {
         // The sender's Done also means no direct send can still be using the descriptor.
-        if (_closed || _shutdownReason is null || !_sender.IsDone || _receiveArmed || _flushPending)
+        if (_closed || _shutdownReason is null || !_sender.IsDone || !_receiver.IsSettled)
         {
             return;
         }
         _closed = true;
-        CompleteReceive(null);
+        _receiver.Complete(null);
         _ring.CloseSocket(_fd, _fixedSlot, _sendFinOnClose);
         _ring.ReleaseConnection(this);
         _context.Metrics.OnConnectionClosed();
