@@ -6,7 +6,7 @@ namespace Kestrel.Transport.IoUring.Transport;
 internal sealed partial class IoUringConnection
 {
     /// <summary>True once the connection is shutting down (FIN or RST decided): nothing more is delivered or sent.</summary>
-    public bool IsShuttingDown => _shutdownReason is not null;
+    public bool IsShuttingDown => _phase != ConnectionPhase.Open;
 
     /// <summary>Why the connection is shutting down; the input pipe completes with it.</summary>
     public Exception? ShutdownReason => _shutdownReason;

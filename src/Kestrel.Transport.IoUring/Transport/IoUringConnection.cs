@@ -51,9 +51,8 @@ internal sealed partial class IoUringConnection : ConnectionContext,
     private int _abortRequested;
 
     // ---- ring-thread state ----
-    private Exception? _shutdownReason;
-    private bool _sendFinOnClose;
-    private bool _closed;
+    private ConnectionPhase _phase;
+    private Exception? _shutdownReason; // set with the phase leaving Open: why the connection ends
 
     public IoUringConnection(RingThread ring, IoUringConnectionListener listener, int slot, uint generation,
         int fd, int fixedSlot, EndPoint? localEndPoint, EndPoint? remoteEndPoint)
@@ -162,7 +161,7 @@ internal sealed partial class IoUringConnection : ConnectionContext,
 
     public void AbortOnRingThread(ConnectionAbortedException? reason)
     {
-        if (_closed)
+        if (_phase == ConnectionPhase.Closed)
         {
             return;
         }
@@ -177,7 +176,7 @@ internal sealed partial class IoUringConnection : ConnectionContext,
     /// <summary>Ends the connection once: FIN for a graceful end (reason null), RST for an error or abort.</summary>
     private void Shutdown(Exception? reason)
     {
-        if (_shutdownReason is not null || _closed)
+        if (_phase != ConnectionPhase.Open)
         {
             return;
         }
@@ -188,11 +187,13 @@ internal sealed partial class IoUringConnection : ConnectionContext,
             _log.ConnectionWriteRst(ConnectionId, reason.Message);
             // Linger 0 makes the final close abortive; the close itself waits until the kernel holds no request.
             SocketOptions.SetLingerZero(_fd);
+            _phase = ConnectionPhase.ShuttingDownWithRst;
         }
         else
         {
             _log.ConnectionWriteFin(ConnectionId, _shutdownReason.Message);
-            _sendFinOnClose = true; // SHUTDOWN goes out linked before the close, once the kernel holds no request of ours
+            // SHUTDOWN goes out linked before the close, once the kernel holds no request of ours.
+            _phase = ConnectionPhase.ShuttingDownWithFin;
         }
 
         _receiver.Stop();
@@ -203,15 +204,32 @@ internal sealed partial class IoUringConnection : ConnectionContext,
     public void MaybeClose()
     {
         // The sender's Done also means no direct send can still be using the descriptor.
-        if (_closed || _shutdownReason is null || !_sender.IsDone || !_receiver.IsSettled)
+        if (_phase is ConnectionPhase.Open or ConnectionPhase.Closed || !_sender.IsDone || !_receiver.IsSettled)
         {
             return;
         }
-        _closed = true;
+        bool sendFin = _phase == ConnectionPhase.ShuttingDownWithFin;
+        _phase = ConnectionPhase.Closed;
         _receiver.Complete(null);
-        _ring.CloseSocket(_fd, _fixedSlot, _sendFinOnClose);
+        _ring.CloseSocket(_fd, _fixedSlot, sendFin);
         _ring.ReleaseConnection(this);
         _context.Metrics.OnConnectionClosed();
         _socketClosed.TrySetResult();
     }
+}
+
+/// <summary>Where a connection is in its life (ring thread).</summary>
+internal enum ConnectionPhase
+{
+    /// <summary>Receiving and sending.</summary>
+    Open,
+
+    /// <summary>Ending gracefully: once the kernel holds none of its requests, SHUTDOWN (FIN) then close.</summary>
+    ShuttingDownWithFin,
+
+    /// <summary>Ending abortively: linger 0 is set, so the close sends RST once the kernel holds none of its requests.</summary>
+    ShuttingDownWithRst,
+
+    /// <summary>The close chain has been submitted; the slot is free for another connection.</summary>
+    Closed,
 }
