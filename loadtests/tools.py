@@ -4,9 +4,13 @@
   tools.py verify --port P [--download]       TechEmpower-verifier-style checks of /plaintext, /json (and /download)
   tools.py parse-wrk FILE                       wrk --latency output -> JSON on stdout
   tools.py parse-bombardier FILE                bombardier -o json output -> JSON on stdout
-  tools.py report --raw DIR --out FILE.md [--out ...] --svg FILE.svg --title T   Markdown table + SVG chart
+  tools.py parse-h2load FILE                    h2load output -> JSON on stdout
+  tools.py record ...                           one measurement (parsed tool output + CPU, memory, machine load) -> JSONL
+  tools.py starvation-line ...                  one starvation probe's JSON -> JSONL line
+  tools.py meta ...                             the run's conditions -> meta.json
+The report and the charts: loadtests/report.py.
 """
-import argparse, json, os, re, socket, statistics, sys, time
+import argparse, json, math, os, re, socket, sys, time
 from email.utils import parsedate_to_datetime
 
 # ----------------------------------------------------------------------------------------------------------- verify
@@ -166,211 +170,85 @@ def parse_bombardier(text):
     return r
 
 
-# ----------------------------------------------------------------------------------------------------------- report
-
-SCENARIO_ORDER = ["plaintext-c64", "plaintext-c256", "pipelined-c256", "pipelined-c1024", "json-c64", "json-c256",
-                  "download-1mib-c16", "idle5000"]
-TARGETS = {"plaintext-c64": 1.5, "pipelined-c256": 1.3, "pipelined-c1024": 1.3, "json-c64": 1.4, "download-1mib-c16": 1.0}
-
-
-def med(values):
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else None
-
-
-def fmt(v, digits=0, suffix=""):
-    if v is None:
-        return "–"
-    return f"{v:,.{digits}f}{suffix}"
-
-
-def summarize(rows):
-    """rows: JSON records of one scenario+mode+variant+transport over the rounds -> medians."""
-    return {
-        "rounds": len(rows),
-        "rps": med([r["rps"] for r in rows]),
-        "rps_all": [r["rps"] for r in rows],
-        "p50_ms": med([r.get("p50_ms") for r in rows]),
-        "p99_ms": med([r.get("p99_ms") for r in rows]),
-        "cpu_per_100k": med([r["cpu_s"] / r["requests"] * 1e5 if r["requests"] else None for r in rows]),
-        "hwm_mib": med([r["vmhwm_kib"] / 1024 for r in rows]),
-        "rss_end_mib": med([r["vmrss_kib"] / 1024 for r in rows]),
-        "cpu_util": med([r["cpu_s"] / r["wall_s"] if r["wall_s"] else None for r in rows]),
-        "errors": sum(r["socket_errors"] for r in rows),
-        "non2xx": sum(r["non2xx"] for r in rows),
-        "tools": sorted({r["tool"] for r in rows}),
-        "bytes_per_req": rows[0].get("bytes_per_request"),
-        "transport_line": rows[-1].get("transport_line", ""),
-    }
+def parse_h2load(text):
+    """h2load's summary: req/s, succeeded requests, failures; mean request time (h2load prints no percentiles)."""
+    r = {"tool": "h2load"}
+    m = re.search(r"finished in ([\d.]+)(\w+), ([\d.]+) req/s", text)
+    if not m:
+        raise SystemExit("parse-h2load: no 'finished in' line (did h2load run?)\n" + text[-2000:])
+    r["rps"] = float(m.group(3))
+    m = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout", text)
+    total, started, done, succeeded, failed, errored, timeout = (int(x) for x in m.groups())
+    m2 = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", text)
+    ok = int(m2.group(1)) + int(m2.group(2))
+    r["requests"] = ok
+    r["non2xx"] = int(m2.group(3)) + int(m2.group(4))
+    # With -D, requests still in flight when the window closes are "started" but not "done": not errors.
+    r["socket_errors"] = errored + timeout + max(failed - (started - done), 0)
+    r["socket_errors_detail"] = f"failed {failed}, errored {errored}, timeout {timeout}"
+    m = re.search(r"time for request:\s+(\S+)\s+(\S+)\s+(\S+)", text)
+    r["mean_ms"] = ms(m.group(3)) if m else None
+    r["p50_ms"] = None
+    r["p99_ms"] = None
+    return r
 
 
-def report(args):
-    records = []
-    with open(os.path.join(args.raw, "results.jsonl")) as f:
-        for line in f:
-            if line.strip():
-                records.append(json.loads(line))
-    meta = json.load(open(os.path.join(args.raw, "meta.json")))
-    groups = {}
-    for r in records:
-        groups.setdefault((r["mode"], r["variant"], r["scenario"]), {}).setdefault(r["transport"], []).append(r)
-
-    def order(key):
-        mode, variant, scenario = key
-        return (["aspnet", "platform"].index(mode) if mode in ("aspnet", "platform") else 9,
-                ["default", "tuned", "sqpoll", "incremental", "zerocopy", "registered"].index(variant)
-                if variant in ("default", "tuned", "sqpoll", "incremental", "zerocopy", "registered") else 9,
-                SCENARIO_ORDER.index(scenario) if scenario in SCENARIO_ORDER else 99, scenario)
-
-    lines = []
-    lines.append(f"# {args.title}")
-    lines.append("")
-    lines.append(f"- Run: {meta['started']} – commit `{meta['commit']}`{' (working tree had local changes)' if meta.get('dirty') else ''}")
-    lines.append(f"- Machine: {meta['nproc']} CPU(s), {meta['cpu_model']}; kernel {meta['kernel']}; {meta['mem']}; .NET SDK {meta['dotnet']}")
-    lines.append(f"- Server pinned to CPU {meta['server_cpu']}, load generator to CPU {meta['client_cpu']} (`taskset`); load tool: {meta['tool_summary']}")
-    lines.append(f"- Rounds: {meta['rounds']} (order alternates io_uring/Sockets, Sockets/io_uring), {meta['duration']} s measured after "
-                 f"{meta['warmup']} s of warm-up, a fresh server for every measurement; scheduling: {meta['scheduling']}; modes: {meta['modes']}")
-    if meta.get("quick"):
-        lines.append("- **QUICK smoke run** (1 round, short windows): indicative only, not a result.")
-    if meta.get("load_note"):
-        lines.append(f"- Note: {meta['load_note']}")
-    lines.append("")
-    lines.append("Variants: **default** = both transports with default options (io_uring: ApplicationScheduling=ThreadPool); "
-                 "**tuned** = Sockets with UnsafePreferInlineScheduling + DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS=1 vs io_uring with "
-                 "ApplicationScheduling=Inline; **sqpoll**, **incremental**, **zerocopy**, **registered** = io_uring in that advanced "
-                 "mode (SqPoll with a 100 ms idle; IncrementalReceiveBuffers with 256 x 16 KiB; ZeroCopySendThreshold=16384; the same "
-                 "plus RegisteredSendBufferSize=4 MiB) next to Sockets with default options: compare each with the io_uring default "
-                 "row of the same scenario. Values are medians over the rounds; CPU = server utime+stime (from /proc/<pid>/stat) "
-                 "in the measured window per 100k responses; peak RSS = VmHWM of that server process. Pipelined latencies are wrk's "
-                 "per-batch figures (one sample per 16 requests); \"–\" means wrk reported none (it prints 0.00us for high "
-                 "percentiles of pipelined runs).")
-    lines.append("")
-    lines.append("| mode | variant | scenario | io_uring req/s | Sockets req/s | **ratio** | target | p50 / p99 ms io_uring | p50 / p99 ms Sockets "
-                 "| CPU s/100k io_uring | CPU s/100k Sockets | peak RSS MiB io_uring | peak RSS MiB Sockets | errors / non-2xx |")
-    lines.append("|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
-    chart = []
-    failures = []
-    notes = []
-    for key in sorted(groups, key=order):
-        mode, variant, scenario = key
-        g = groups[key]
-        u = summarize(g["iouring"]) if "iouring" in g else None
-        s = summarize(g["sockets"]) if "sockets" in g else None
-        ratio = (u["rps"] / s["rps"]) if u and s and s["rps"] else None
-        cpu_ratio = (s["cpu_per_100k"] / u["cpu_per_100k"]) if u and s and u["cpu_per_100k"] and s["cpu_per_100k"] else None
-        target = TARGETS.get(scenario) if variant == "default" and mode == "aspnet" else None
-        errs = sum(x["errors"] + x["non2xx"] for x in (u, s) if x)
-        if errs:
-            failures.append(f"{mode}/{variant}/{scenario}: {errs} socket errors or non-2xx responses")
-        tcell = "–"
-        if target:
-            met = ratio is not None and ratio >= target
-            if scenario.startswith("download") and cpu_ratio is not None:
-                met = met and cpu_ratio > 1.0
-            tcell = f"{target:.1f}× {'✅' if met else '❌'}"
-        if scenario == "idle5000" and u and s and variant == "default" and mode == "aspnet":
-            met = u["hwm_mib"] <= s["hwm_mib"]
-            tcell = f"RSS ≤ {'✅' if met else '❌'}"
-        def lat(x):
-            return f"{fmt(x['p50_ms'], 2)} / {fmt(x['p99_ms'], 2)}" if x else "–"
-        lines.append("| " + " | ".join([
-            mode, variant, scenario,
-            fmt(u["rps"]) if u else "–", fmt(s["rps"]) if s else "–",
-            f"**{ratio:.2f}×**" if ratio else "–", tcell,
-            lat(u), lat(s),
-            fmt(u["cpu_per_100k"], 2) if u else "–", fmt(s["cpu_per_100k"], 2) if s else "–",
-            fmt(u["hwm_mib"], 0) if u else "–", fmt(s["hwm_mib"], 0) if s else "–",
-            f"{(u['errors'] if u else 0) + (s['errors'] if s else 0)} / {(u['non2xx'] if u else 0) + (s['non2xx'] if s else 0)}",
-        ]) + " |")
-        if scenario.startswith("download") and u and s:
-            size = 1 << 20
-            def gib(x):
-                return x["cpu_per_100k"] / 1e5 * (1 << 30) / size if x["cpu_per_100k"] else None
-            notes.append(f"- {mode}/{variant}/{scenario}: io_uring {fmt(u['rps'] * size / (1 << 20), 0)} MiB/s at "
-                         f"{fmt(gib(u), 3)} CPU s/GiB; Sockets {fmt(s['rps'] * size / (1 << 20), 0)} MiB/s at {fmt(gib(s), 3)} CPU s/GiB.")
-        if scenario == "idle5000" and u and s:
-            notes.append(f"- {mode}/{variant}/idle5000: RSS with the 5,000 idle connections open at the end of the window: io_uring "
-                         f"{fmt(u['rss_end_mib'], 0)} MiB, Sockets {fmt(s['rss_end_mib'], 0)} MiB (peak {fmt(u['hwm_mib'], 0)} vs {fmt(s['hwm_mib'], 0)} MiB).")
-        chart.append({"label": f"{scenario}" + ("" if variant == "default" else f" ({variant})") + ("" if mode == "aspnet" else " [platform]"),
-                      "ratio": ratio, "cpu_ratio": cpu_ratio, "target": target})
-    lines.append("")
-    if notes:
-        lines += notes
-        lines.append("")
-    lines.append("Server CPU utilisation during the window (CPU seconds per wall second; 1.0 = the whole pinned core):")
-    lines.append("")
-    lines.append("| mode | variant | scenario | io_uring | Sockets | req/s per round io_uring | req/s per round Sockets | load tool |")
-    lines.append("|---|---|---|--:|--:|---|---|---|")
-    for key in sorted(groups, key=order):
-        mode, variant, scenario = key
-        g = groups[key]
-        u = summarize(g["iouring"]) if "iouring" in g else None
-        s = summarize(g["sockets"]) if "sockets" in g else None
-        lines.append("| " + " | ".join([mode, variant, scenario, fmt(u["cpu_util"], 2) if u else "–", fmt(s["cpu_util"], 2) if s else "–",
-                                        ", ".join(fmt(v) for v in u["rps_all"]) if u else "–",
-                                        ", ".join(fmt(v) for v in s["rps_all"]) if s else "–",
-                                        ", ".join(sorted(set((u or {}).get("tools", []) + (s or {}).get("tools", []))))]) + " |")
-    lines.append("")
-    lines.append("Transports as the servers reported them at start:")
-    lines.append("")
-    for t in sorted({re.sub(r"listening on [^;]*; pid \d+; ", "", r.get("transport_line", "")) for r in records}):
-        lines.append(f"- `{t}`")
-    lines.append("")
-    lines.append(f"![io_uring / Sockets]({os.path.basename(args.svg)})")
-    lines.append("")
-    if failures:
-        lines.append("**RUN FAILED:** " + "; ".join(failures))
-        lines.append("")
-    text = "\n".join(lines)
-    for out in args.out:
-        with open(out, "w") as f:
-            f.write(text)
-    write_svg(args.svg, chart, args.title + (" (QUICK)" if meta.get("quick") else ""), meta)
-    print(text)
-    return 1 if failures else 0
+def record(a):
+    """One measurement: the tool's parsed figures plus server CPU, load generator CPU, the rest of the machine, memory."""
+    r = json.loads(a.parsed)
+    wall = a.wall[1] - a.wall[0]
+    cpu = (a.cpu_ticks[1] - a.cpu_ticks[0]) / a.hz
+    machine = (a.machine_ticks[1] - a.machine_ticks[0]) / a.hz
+    r.update(tag=a.tag, round=a.round, scenario=a.scenario, variant=a.variant, transport=a.transport, cpu_s=cpu, wall_s=wall,
+             client_cpu_s=a.client_cpu, other_cpu=max(machine - cpu - a.client_cpu, 0.0) / wall if wall else None,
+             context_switches=a.context_switches if a.context_switches >= 0 else None, loadavg=a.loadavg, vmhwm_kib=a.vmhwm_kib, vmrss_kib=a.vmrss_kib, note=a.note, transport_line=a.transport_line)
+    print(json.dumps(r))
+    us = cpu / r["requests"] * 1e6 if r["requests"] else float("nan")
+    lat = f"p99 {r['p99_ms']:8.2f} ms" if r.get("p99_ms") else (f"mean {r['mean_ms']:7.2f} ms" if r.get("mean_ms") else "")
+    print(f"  {a.tag:<46} {r['tool']:<7} {r['rps']:>11,.0f} req/s  {us:8.2f} µs CPU/req  {lat:<17} other CPU "
+          f"{r['other_cpu'] or 0:4.2f}  err {r['socket_errors']} non2xx {r['non2xx']} {a.note}", file=sys.stderr)
+    return 0 if r["socket_errors"] == 0 and r["non2xx"] == 0 and r["requests"] > 0 else 1
 
 
-def esc(s):
-    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+def starvation_line(a):
+    r = json.load(open(a.file))
+    r.update(round=a.round, transport=a.transport, loadavg=a.loadavg, transport_line=a.transport_line)
+    print(json.dumps(r))
+    ka = [x for x in r["keepalive_ms"] if x is not None]
+    nc = [x for x in r["new_connection_ms"] if x is not None]
+    def p(v, q):
+        return f"{percentile(v, q):,.0f}" if v else "–"
+    print(f"  starvation r{a.round} {a.transport:<8} keep-alive p50 {p(ka, 50)} ms p90 {p(ka, 90)} ms; new connection p50 "
+          f"{p(nc, 50)} ms p90 {p(nc, 90)} ms; unanswered {r['keepalive_ms'].count(None)} + {r['new_connection_ms'].count(None)}",
+          file=sys.stderr)
+    return 0
 
 
-def write_svg(path, items, title, meta):
-    """A horizontal grouped bar chart: throughput ratio and CPU-efficiency ratio per scenario, a line at 1.0."""
-    row_h, bar_h, left, right, top = 34, 12, 260, 40, 70
-    width = 900
-    plot_w = width - left - right
-    vmax = max([2.0] + [x for i in items for x in (i["ratio"], i["cpu_ratio"], i["target"]) if x]) * 1.1
-    height = top + row_h * len(items) + 60
-    X = lambda v: left + plot_w * v / vmax
-    o = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">',
-         f'<rect width="{width}" height="{height}" fill="white"/>',
-         f'<text x="{width / 2}" y="22" text-anchor="middle" font-size="15" font-weight="bold">{esc(title)}</text>',
-         f'<text x="{width / 2}" y="40" text-anchor="middle" fill="#555">{esc(meta["nproc"] + " CPUs, " + meta["cpu_model"] + ", Linux " + meta["kernel"] + ", commit " + meta["commit"])}</text>',
-         f'<rect x="{left}" y="50" width="12" height="10" fill="#2b6cb0"/><text x="{left + 16}" y="59">req/s io_uring ÷ Sockets</text>',
-         f'<rect x="{left + 190}" y="50" width="12" height="10" fill="#dd6b20"/><text x="{left + 206}" y="59">CPU per request Sockets ÷ io_uring (&gt;1: io_uring cheaper)</text>',
-         f'<line x1="20" y1="55" x2="20" y2="65" stroke="black" stroke-width="3"/><text x="26" y="64">target (issue 4)</text>']
-    step = 0.5 if vmax <= 4 else 1.0
-    v = 0.0
-    while v <= vmax:
-        o.append(f'<line x1="{X(v):.1f}" y1="{top - 5}" x2="{X(v):.1f}" y2="{top + row_h * len(items)}" stroke="#e2e8f0"/>')
-        o.append(f'<text x="{X(v):.1f}" y="{top + row_h * len(items) + 16}" text-anchor="middle" fill="#555">{v:.1f}×</text>')
-        v += step
-    o.append(f'<line x1="{X(1):.1f}" y1="{top - 5}" x2="{X(1):.1f}" y2="{top + row_h * len(items)}" stroke="#c53030" stroke-width="1.5" stroke-dasharray="4 3"/>')
-    for i, it in enumerate(items):
-        y = top + i * row_h
-        o.append(f'<text x="{left - 8}" y="{y + bar_h + 4}" text-anchor="end">{esc(it["label"])}</text>')
-        for j, (key, color) in enumerate((("ratio", "#2b6cb0"), ("cpu_ratio", "#dd6b20"))):
-            val = it[key]
-            by = y + j * (bar_h + 1)
-            if val:
-                o.append(f'<rect x="{left}" y="{by}" width="{max(X(val) - left, 1):.1f}" height="{bar_h}" fill="{color}"/>')
-                o.append(f'<text x="{X(val) + 4:.1f}" y="{by + bar_h - 2}" font-size="11">{val:.2f}×</text>')
-        if it["target"]:
-            o.append(f'<line x1="{X(it["target"]):.1f}" y1="{y - 2}" x2="{X(it["target"]):.1f}" y2="{y + 2 * bar_h + 3}" stroke="black" stroke-width="3"/>')
-    o.append(f'<text x="{width / 2}" y="{height - 12}" text-anchor="middle" fill="#555">ratios of medians over the rounds; the dashed line marks parity (1.0×)</text>')
-    o.append("</svg>")
-    with open(path, "w") as f:
-        f.write("\n".join(o))
+def percentile(values, q):
+    """Nearest-rank percentile; None (an unanswered probe) sorts above every answer."""
+    if not values:
+        return None
+    ordered = sorted(values, key=lambda v: (v is None, v or 0))
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
+
+
+def meta(a):
+    cpu = "unknown"
+    for line in open("/proc/cpuinfo"):
+        if line.lower().startswith(("model name", "cpu model", "hardware")):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem = next((l.split(":")[1].strip() for l in open("/proc/meminfo") if l.startswith("MemTotal")), "?")
+    import platform, subprocess
+    json.dump(dict(started=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), commit=a.commit, dirty=a.dirty == "true",
+                   nproc=str(os.cpu_count()), cpu_model=cpu, kernel=platform.release(), mem="RAM " + mem,
+                   dotnet=subprocess.run(["dotnet", "--version"], capture_output=True, text=True).stdout.strip(),
+                   server_cpu=a.server_cpu, client_cpu=a.client_cpu, tool_summary=a.tools, rounds=a.rounds, duration=a.duration,
+                   warmup=a.warmup, scenario_warmup=a.scenario_warmup, variants=a.variants.split(), quick=a.quick == "1",
+                   starve_rounds=a.starve[0], starve_seconds=a.starve[1], starve_timeout=a.starve[2],
+                   other_cpu_before=a.other_cpu_before, uptime_before=a.uptime_before.strip()),
+              open(a.out, "w"))
+    return 0
 
 
 def main():
@@ -379,8 +257,26 @@ def main():
     v = sub.add_parser("verify"); v.add_argument("--port", type=int, required=True); v.add_argument("--download", action="store_true")
     p = sub.add_parser("parse-wrk"); p.add_argument("file")
     b = sub.add_parser("parse-bombardier"); b.add_argument("file")
-    r = sub.add_parser("report"); r.add_argument("--raw", required=True); r.add_argument("--out", action="append", required=True)
-    r.add_argument("--svg", required=True); r.add_argument("--title", default="Kestrel.Transport.IoUring: io_uring vs Sockets")
+    h = sub.add_parser("parse-h2load"); h.add_argument("file")
+    r = sub.add_parser("record")
+    for name in ("--parsed", "--scenario", "--variant", "--transport", "--note", "--transport-line", "--tag"):
+        r.add_argument(name, required=name != "--note", default="")
+    r.add_argument("--round", type=int, required=True); r.add_argument("--hz", type=float, required=True)
+    for name in ("--cpu-ticks", "--wall", "--machine-ticks"):
+        r.add_argument(name, type=float, nargs=2, required=True)
+    for name in ("--client-cpu", "--loadavg"):
+        r.add_argument(name, type=float, required=True)
+    r.add_argument("--vmhwm-kib", type=int, required=True); r.add_argument("--vmrss-kib", type=int, required=True)
+    r.add_argument("--context-switches", type=int, default=-1, help="-1: not counted (no perf)")
+    st = sub.add_parser("starvation-line"); st.add_argument("--file", required=True); st.add_argument("--round", type=int, required=True)
+    st.add_argument("--transport", required=True); st.add_argument("--loadavg", type=float, required=True)
+    st.add_argument("--transport-line", default="")
+    m = sub.add_parser("meta")
+    for name in ("--out", "--commit", "--dirty", "--tools", "--variants", "--quick", "--uptime-before"):
+        m.add_argument(name, required=True)
+    for name in ("--server-cpu", "--client-cpu", "--rounds", "--duration", "--warmup", "--scenario-warmup"):
+        m.add_argument(name, type=int, required=True)
+    m.add_argument("--starve", type=float, nargs=3, required=True); m.add_argument("--other-cpu-before", type=float, required=True)
     a = ap.parse_args()
     if a.cmd == "verify":
         try:
@@ -396,8 +292,14 @@ def main():
         print(json.dumps(parse_wrk(open(a.file).read())))
     elif a.cmd == "parse-bombardier":
         print(json.dumps(parse_bombardier(open(a.file).read())))
-    elif a.cmd == "report":
-        sys.exit(report(a))
+    elif a.cmd == "parse-h2load":
+        print(json.dumps(parse_h2load(open(a.file).read())))
+    elif a.cmd == "record":
+        sys.exit(record(a))
+    elif a.cmd == "starvation-line":
+        sys.exit(starvation_line(a))
+    elif a.cmd == "meta":
+        sys.exit(meta(a))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Soak test of Kestrel.Transport.IoUring (issue 5, "Soak"): builds the sample app and the soak client (Release),
+# Soak test of Kestrel.Transport.IoUring: builds the sample app and the soak client (Release),
 # starts the sample on 127.0.0.1, runs DURATION seconds of mixed load (keep-alive, connection churn, uploads with
 # SHA-256 checks, WebSockets, resets) while sampling the server's fds and memory, then writes
 #   loadtests/soak/results/soak-<stamp>.csv   samples (time, rss_kb, fds, requests, unexpected_errors, resets, ...)

@@ -11,6 +11,7 @@ public static class AspNetEndpoints
     public static readonly byte[] PlaintextBody = "Hello, World!"u8.ToArray();
     private const int DefaultDownloadSize = 1024 * 1024;
     private const int MaxDownloadSize = 64 * 1024 * 1024;
+    private const int MaxBlockMilliseconds = 60_000;
     private static byte[] s_download = CreateDownload(DefaultDownloadSize);
 
     [ThreadStatic] private static ArrayBufferWriter<byte>? t_jsonBuffer;
@@ -30,6 +31,10 @@ public static class AspNetEndpoints
         if (string.Equals(path, "/download", StringComparison.Ordinal))
         {
             return Download(context);
+        }
+        if (string.Equals(path, "/block", StringComparison.Ordinal))
+        {
+            return Block(context);
         }
         context.Response.StatusCode = StatusCodes.Status404NotFound;
         return Task.CompletedTask;
@@ -75,6 +80,21 @@ public static class AspNetEndpoints
         context.Response.ContentType = "application/octet-stream";
         context.Response.ContentLength = size;
         return context.Response.Body.WriteAsync(buffer, 0, size);
+    }
+
+    /// <summary>
+    /// /block?ms=N: sleeps on its pool thread, as a handler doing synchronous I/O or waiting on .Result does. The
+    /// starvation scenario fires many of these to starve the thread pool while it measures trivial requests.
+    /// </summary>
+    private static Task Block(HttpContext context)
+    {
+        if (!int.TryParse(context.Request.Query["ms"].ToString(), out int milliseconds) || milliseconds < 0 || milliseconds > MaxBlockMilliseconds)
+        {
+            context.Response.StatusCode = StatusCodes.Status400BadRequest;
+            return Task.CompletedTask;
+        }
+        Thread.Sleep(milliseconds);
+        return Plaintext(context.Response);
     }
 
     private static byte[] CreateDownload(int size)

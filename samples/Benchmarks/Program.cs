@@ -1,11 +1,15 @@
 // TechEmpower-style benchmark server for Kestrel.Transport.IoUring.
 //
 //   dotnet Benchmarks.dll --transport iouring|sockets --scheduling threadpool|inline --mode aspnet|platform --urls http://127.0.0.1:5000
+//                         [--h2c-urls http://127.0.0.1:5001] [--tls-urls https://127.0.0.1:5002 --cert cert.pem --key key.pem]
 //
-// aspnet:   the full ASP.NET Core pipeline (one terminal middleware, no routing) serving /plaintext, /json, /download?size=N.
+// aspnet:   the full ASP.NET Core pipeline (one terminal middleware, no routing) serving /plaintext, /json, /download?size=N
+//           and /block?ms=N (blocks its pool thread, for the thread-pool starvation scenario); HTTP/1.1 on --urls,
+//           HTTP/2 with prior knowledge on --h2c-urls, HTTP/1.1 and HTTP/2 (ALPN) over TLS on --tls-urls.
 // platform: a connection middleware on the transport's pipes with Kestrel's HttpParser<T> (no HTTP stack): /plaintext and /json,
 //           pipelining supported; it exposes the transport's own cost.
 using System.Net;
+using System.Security.Cryptography.X509Certificates;
 using Benchmarks;
 using Kestrel.Transport.IoUring;
 using Microsoft.AspNetCore.Connections;
@@ -14,6 +18,23 @@ using Microsoft.AspNetCore.Server.Kestrel.Core;
 var settings = BenchmarkSettings.Parse(args, out string[] rest);
 
 var builder = WebApplication.CreateBuilder(rest);
+
+// io_uring options come from configuration (Kestrel:IoUring, e.g. the environment variable Kestrel__IoUring__SqPoll=true).
+// A key that names no option would be ignored silently and the run would measure something else than it says: refuse it.
+IReadOnlyList<string> ioUringOverrides;
+try
+{
+    ioUringOverrides = IoUringOptionOverrides.Read(builder.Configuration);
+}
+catch (InvalidOperationException e)
+{
+    Console.Error.WriteLine($"Benchmarks: unknown io_uring option in {WebHostBuilderIoUringExtensions.ConfigurationSection}: {e.Message}");
+    return 3;
+}
+
+X509Certificate2? certificate = settings.TlsEndPoints.Count > 0
+    ? X509Certificate2.CreateFromPemFile(settings.CertificatePath!, settings.KeyPath)
+    : null;
 builder.Logging.ClearProviders();
 builder.Logging.AddSimpleConsole(o => o.SingleLine = true);
 builder.Logging.SetMinimumLevel(LogLevel.Warning);
@@ -30,6 +51,18 @@ builder.WebHost.ConfigureKestrel(kestrel =>
             {
                 listen.UseConnectionHandler<PlatformConnectionHandler>();
             }
+        });
+    }
+    foreach (IPEndPoint endpoint in settings.H2cEndPoints)
+    {
+        kestrel.Listen(endpoint, listen => listen.Protocols = HttpProtocols.Http2);
+    }
+    foreach (IPEndPoint endpoint in settings.TlsEndPoints)
+    {
+        kestrel.Listen(endpoint, listen =>
+        {
+            listen.Protocols = HttpProtocols.Http1AndHttp2;
+            listen.UseHttps(certificate!);
         });
     }
 });
@@ -57,7 +90,8 @@ if (settings.Transport == TransportKind.IoUring)
 {
     var factory = app.Services.GetRequiredService<IoUringTransportFactory>();
     transport = factory.IsUsingIoUring
-        ? $"io_uring ({factory.RingCount} ring(s), scheduling {(settings.Inline ? "inline" : "threadpool")})"
+        ? $"io_uring ({factory.RingCount} ring(s), scheduling {(settings.Inline ? "inline" : "threadpool")}" +
+          (ioUringOverrides.Count > 0 ? $", options {string.Join(" ", ioUringOverrides)})" : ")")
         : $"Sockets (io_uring requested but fell back: {factory.FallbackReason})";
 }
 else
@@ -65,7 +99,11 @@ else
     string inlineCompletions = Environment.GetEnvironmentVariable("DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS") ?? "unset";
     transport = $"Sockets (UnsafePreferInlineScheduling={settings.Inline}, DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS={inlineCompletions})";
 }
-Console.WriteLine($"Benchmarks: transport {transport}; mode {settings.Mode}; listening on {string.Join(", ", settings.EndPoints)}; " +
+string listening = string.Join(", ", settings.EndPoints.Select(e => $"http {e}")
+    .Concat(settings.H2cEndPoints.Select(e => $"h2c {e}"))
+    .Concat(settings.TlsEndPoints.Select(e => $"https {e}")));
+Console.WriteLine($"Benchmarks: transport {transport}; mode {settings.Mode}; listening on {listening}; " +
     $"pid {Environment.ProcessId}; {Environment.ProcessorCount} processor(s); server GC {System.Runtime.GCSettings.IsServerGC}");
 
 await app.WaitForShutdownAsync();
+return 0;

@@ -1,13 +1,34 @@
 using Kestrel.Transport.IoUring;
+using OpenTelemetry.Metrics;
 
 var builder = WebApplication.CreateBuilder(args);
 
 // The one line: every HTTP/1.1, HTTP/2, HTTPS and WebSocket connection now travels over io_uring.
 builder.WebHost.UseIoUring();
 
+// /healthz says which transport serves: Healthy over io_uring, Degraded (with the reason) after a fall-back to Sockets.
+builder.Services.AddHealthChecks().AddIoUringHealthCheck();
+
+// Optional OpenTelemetry export of the transport's and Kestrel's metrics: Sample:OpenTelemetry = console (every 10 s
+// to the console) or otlp (to OTEL_EXPORTER_OTLP_ENDPOINT, by default http://localhost:4317). Off by default.
+switch (builder.Configuration["Sample:OpenTelemetry"]?.ToLowerInvariant())
+{
+    case "console":
+        builder.Services.AddOpenTelemetry().WithMetrics(metrics => metrics
+            .AddMeter("Kestrel.Transport.IoUring", "Microsoft.AspNetCore.Server.Kestrel")
+            .AddConsoleExporter((_, reader) => reader.PeriodicExportingMetricReaderOptions.ExportIntervalMilliseconds = 10_000));
+        break;
+    case "otlp":
+        builder.Services.AddOpenTelemetry().WithMetrics(metrics => metrics
+            .AddMeter("Kestrel.Transport.IoUring", "Microsoft.AspNetCore.Server.Kestrel")
+            .AddOtlpExporter());
+        break;
+}
+
 var app = builder.Build();
 
 app.UseWebSockets();
+app.MapHealthChecks("/healthz");
 
 app.MapGet("/", (HttpContext context) =>
 {

@@ -29,6 +29,9 @@ public sealed class IoUringCapabilities
     /// <summary>The kernel release, for reports only.</summary>
     public string KernelRelease { get; private set; } = "";
 
+    /// <summary>The operating system, when it is not Linux (nothing was probed then).</summary>
+    private string? _platform;
+
     /// <summary>kernel.io_uring_disabled (0, 1 or 2), or null where the sysctl does not exist.</summary>
     public int? IoUringDisabledSysctl { get; private set; }
 
@@ -71,9 +74,22 @@ public sealed class IoUringCapabilities
     /// <summary>Probes the kernel now.</summary>
     public static IoUringCapabilities Probe() => Probe(simulatedSetupErrno: null);
 
-    /// <summary>Probes the kernel, or pretends io_uring_setup fails with <paramref name="simulatedSetupErrno"/> (a test seam).</summary>
-    internal static IoUringCapabilities Probe(int? simulatedSetupErrno)
+    /// <summary>
+    /// Probes the kernel, or pretends io_uring_setup fails with <paramref name="simulatedSetupErrno"/>, or that the
+    /// process runs on <paramref name="simulatedOperatingSystem"/> (test seams). Anywhere but Linux it makes no system
+    /// call at all: the numbers would mean other calls there.
+    /// </summary>
+    internal static IoUringCapabilities Probe(int? simulatedSetupErrno, string? simulatedOperatingSystem = null)
     {
+        if (Transport.PlatformSupport.WhyUnsupported(simulatedOperatingSystem) is { } notLinux)
+        {
+            return new IoUringCapabilities
+            {
+                _platform = simulatedOperatingSystem ?? System.Runtime.InteropServices.RuntimeInformation.OSDescription,
+                UnavailableReason = notLinux,
+            };
+        }
+
         var caps = new IoUringCapabilities
         {
             KernelRelease = KernelProbe.KernelRelease(),
@@ -86,11 +102,11 @@ public sealed class IoUringCapabilities
             caps.SetupError = Errno.Name(basic);
             caps.UnavailableReason = -basic switch
             {
-                Errno.ENOSYS => "io_uring_setup failed with ENOSYS: this kernel has no io_uring.",
+                Errno.ENOSYS => "io_uring_setup failed with ENOSYS: this kernel has no io_uring",
                 Errno.EPERM => caps.IoUringDisabledSysctl is > 0
-                    ? $"io_uring_setup failed with EPERM: kernel.io_uring_disabled is {caps.IoUringDisabledSysctl}."
-                    : "io_uring_setup failed with EPERM: blocked by a seccomp profile (containers' default since late 2023) or kernel.io_uring_disabled.",
-                _ => $"io_uring_setup failed with {Errno.Name(basic)}.",
+                    ? $"io_uring_setup failed with EPERM: kernel.io_uring_disabled is {caps.IoUringDisabledSysctl}"
+                    : "io_uring_setup failed with EPERM: blocked by a seccomp profile (containers' default since late 2023) or kernel.io_uring_disabled",
+                _ => $"io_uring_setup failed with {Errno.Name(basic)}",
             };
             return caps;
         }
@@ -141,7 +157,7 @@ public sealed class IoUringCapabilities
         if ((caps.KernelFeatureBits & KernelFeatures.NoDrop) == 0) missing.Add("IORING_FEAT_NODROP (Linux 5.5)");
         if (missing.Count > 0)
         {
-            caps.UnavailableReason = $"io_uring on kernel {caps.KernelRelease} lacks {string.Join(", ", missing)}.";
+            caps.UnavailableReason = $"io_uring on kernel {caps.KernelRelease} lacks {string.Join(", ", missing)}";
             return caps;
         }
         caps.IsSupported = true;
@@ -213,7 +229,7 @@ public sealed class IoUringCapabilities
     public override string ToString()
     {
         var sb = new StringBuilder();
-        sb.AppendLine($"io_uring on Linux {KernelRelease}: {(IsSupported ? "usable" : "NOT usable")}");
+        sb.AppendLine($"io_uring on {_platform ?? $"Linux {KernelRelease}"}: {(IsSupported ? "usable" : "NOT usable")}");
         if (UnavailableReason is not null) sb.AppendLine($"  reason:          {UnavailableReason}");
         sb.AppendLine($"  io_uring_disabled sysctl: {(IoUringDisabledSysctl?.ToString() ?? "absent")}");
         if (SetupError is not null) return sb.ToString();

@@ -13,8 +13,10 @@ namespace Kestrel.Transport.IoUring;
 
 /// <summary>
 /// Kestrel's entry point into the io_uring transport. On the first bind it decides, once, whether io_uring can serve
-/// (options, the off switch, a kernel probe, ring creation); if not, it logs one warning naming the reason and
-/// delegates every bind to Kestrel's Sockets transport (or fails start-up, as the options say). The rings and their
+/// (options, the off switch, the operating system, a kernel probe, ring creation); if not, it logs one warning naming
+/// the reason and hands every bind to the transport Kestrel would have used without io_uring — the Sockets factory
+/// registered in DI, with the app's own <see cref="SocketTransportOptions"/> (UseSockets) — or fails start-up, as the
+/// options say. The rings and their
 /// threads live as long as this factory, which the host disposes on shutdown.
 /// </summary>
 public sealed class IoUringTransportFactory : IConnectionListenerFactory, IConnectionListenerFactorySelector, IAsyncDisposable
@@ -26,7 +28,7 @@ public sealed class IoUringTransportFactory : IConnectionListenerFactory, IConne
     private readonly SemaphoreSlim _startLock = new(1, 1);
     private IoUringTransportMetrics? _metrics;
     private RingThread[]? _rings;
-    private SocketTransportFactory? _fallback;
+    private IConnectionListenerFactory? _fallback;
     private bool _started;
 
     /// <summary>Creates the factory; DI supplies <paramref name="services"/> for Kestrel's memory pool factory and IMeterFactory.</summary>
@@ -37,7 +39,7 @@ public sealed class IoUringTransportFactory : IConnectionListenerFactory, IConne
         _options = options;
         _loggerFactory = loggerFactory;
         _services = services;
-        _log = new IoUringTrace(loggerFactory.CreateLogger(IoUringTrace.CategoryName));
+        _log = new IoUringTrace(loggerFactory);
     }
 
     /// <summary>True once a bind has chosen io_uring; false before the first bind or after a fall-back.</summary>
@@ -48,6 +50,9 @@ public sealed class IoUringTransportFactory : IConnectionListenerFactory, IConne
 
     /// <summary>The number of rings serving (0 before the first bind or after a fall-back).</summary>
     public int RingCount => _rings?.Length ?? 0;
+
+    /// <summary>The rings serving, for tests that reach into one (empty before the first bind or after a fall-back).</summary>
+    internal IReadOnlyList<RingThread> Rings => _rings ?? [];
 
     /// <inheritdoc />
     public bool CanBind(EndPoint endpoint) => endpoint is IPEndPoint or UnixDomainSocketEndPoint or FileHandleEndPoint;
@@ -60,6 +65,10 @@ public sealed class IoUringTransportFactory : IConnectionListenerFactory, IConne
         if (_fallback is not null)
         {
             return await _fallback.BindAsync(endpoint, cancellationToken).ConfigureAwait(false);
+        }
+        if (_rings is null)
+        {
+            throw new ObjectDisposedException(nameof(IoUringTransportFactory));
         }
 
         var listener = new IoUringConnectionListener(_context!, _rings!, endpoint);
@@ -94,8 +103,8 @@ public sealed class IoUringTransportFactory : IConnectionListenerFactory, IConne
                 }
                 FallbackReason = reason;
                 _metrics.Fallbacks.Add(1);
-                _log.FallingBackToSockets(reason);
-                _fallback = new SocketTransportFactory(Options.Create(ToSocketOptions(options)), _loggerFactory);
+                _log.Lifetime.FallingBackToSockets(reason);
+                _fallback = FindFallbackFactory();
             }
             _started = true;
         }
@@ -115,6 +124,11 @@ public sealed class IoUringTransportFactory : IConnectionListenerFactory, IConne
         if (IoUringTransportOptions.DisabledByEnvironment())
         {
             return $"turned off by the environment variable {IoUringTransportOptions.DisableEnvironmentVariable}";
+        }
+        // Decided before any Linux-only system call is made: on a developer's Windows or macOS machine the app serves.
+        if (PlatformSupport.WhyUnsupported(options.SimulatedOperatingSystem) is { } platform)
+        {
+            return platform;
         }
 
         IoUringCapabilities capabilities = options.SimulatedSetupErrno is int errno
@@ -147,7 +161,7 @@ public sealed class IoUringTransportFactory : IConnectionListenerFactory, IConne
 
         _context = context;
         _rings = rings;
-        _log.TransportStarted(Describe(options, capabilities, rings));
+        _log.Lifetime.TransportStarted(Describe(options, capabilities, rings));
         return null;
     }
 
@@ -177,14 +191,19 @@ public sealed class IoUringTransportFactory : IConnectionListenerFactory, IConne
             + (disabled.Count > 0 ? $"; not used: {string.Join(", ", disabled)}" : "");
     }
 
-    private static SocketTransportOptions ToSocketOptions(IoUringTransportOptions o) => new()
+    /// <summary>
+    /// The transport Kestrel would pick were io_uring absent: the last registered listener factory other than this one
+    /// (Kestrel tries the last registered first), which is the Sockets factory UseKestrel or UseSockets registered —
+    /// UseIoUring registers it too if neither has yet — so the app's SocketTransportOptions and hooks apply as they
+    /// would without io_uring. Without DI (a factory constructed by hand), a Sockets factory with default options.
+    /// </summary>
+    private IConnectionListenerFactory FindFallbackFactory()
     {
-        MaxReadBufferSize = o.MaxReadBufferSize,
-        MaxWriteBufferSize = o.MaxWriteBufferSize,
-        NoDelay = o.NoDelay,
-        Backlog = o.Backlog,
-        UnsafePreferInlineScheduling = o.ApplicationScheduling == ApplicationSchedulingMode.Inline,
-    };
+        IConnectionListenerFactory? registered = _services?.GetServices<IConnectionListenerFactory>()
+            .Reverse()
+            .FirstOrDefault(f => !ReferenceEquals(f, this) && f is not IoUringTransportFactory);
+        return registered ?? new SocketTransportFactory(Options.Create(new SocketTransportOptions()), _loggerFactory);
+    }
 
     private static async Task StopRingsAsync(RingThread?[] rings)
     {

@@ -1,6 +1,6 @@
 using SoakClient;
 
-// Soak load generator for Kestrel.Transport.IoUring (issue 5, "Soak"); see ../README.md and ../run-soak.sh.
+// Soak load generator for Kestrel.Transport.IoUring; see ../README.md and ../run-soak.sh.
 SoakOptions? options = SoakOptions.Parse(args, out string? error);
 if (options is null)
 {

@@ -163,6 +163,25 @@ internal sealed unsafe class Ring : IDisposable
     /// <summary>SQEs the kernel has consumed so far.</summary>
     public long SubmittedCount { get; private set; }
 
+    /// <summary>
+    /// Submits that handed the kernel a linked chain without its last SQE (the newest SQE still carried IO_LINK or
+    /// IO_HARDLINK): the kernel then ends the chain early and runs the rest unlinked. Callers reserve room for a whole
+    /// chain so this stays 0; it is counted so that tests can assert it.
+    /// </summary>
+    public long SplitChainSubmits { get; private set; }
+
+    /// <summary>
+    /// Why this ring cannot go on (the SQ stayed full, the CQ is corrupted), once that happened; null while healthy.
+    /// Set before the exception is thrown, so that the owner sees it even where a caller swallowed the exception.
+    /// </summary>
+    public Exception? Failure { get; private set; }
+
+    /// <summary>
+    /// Test seam: when set and returning a negative errno, the next io_uring_enter is not made and that error is
+    /// returned instead, with nothing submitted (a kernel that refuses, or a broken ring).
+    /// </summary>
+    internal Func<int>? SimulatedEnterError { get; set; }
+
     /// <summary>SQEs prepared but not yet handed to the kernel.</summary>
     public uint PendingSubmissions => _sqeTail - Volatile.Read(ref *_sqHead);
 
@@ -207,7 +226,7 @@ internal sealed unsafe class Ring : IDisposable
         {
             return sqe;
         }
-        throw new IoUringException(r < 0 ? "io_uring_enter (SQ full)" : "io_uring SQ stayed full after a submit", r);
+        throw Fail(new IoUringException(r < 0 ? "io_uring_enter (SQ full)" : "io_uring SQ stayed full after a submit", r));
     }
 
     /// <summary>Submits queued SQEs without waiting. Returns how many the kernel took, or -errno.</summary>
@@ -225,12 +244,21 @@ internal sealed unsafe class Ring : IDisposable
     private int Enter(uint minComplete, EnterFlags flags, long timeoutNanoseconds)
     {
         EnsureOwner();
+        if (SimulatedEnterError?.Invoke() is int simulated and < 0)
+        {
+            return simulated;
+        }
         uint before = *_sqHead;
-        uint toSubmit = _sqeTail - before;
+        uint toSubmit = _sqeTail - *_sqTail;
         if (toSubmit > 0)
         {
+            if ((_sqes[(_sqeTail - 1) & _sqMask].Flags & (SqeFlags.IoLink | SqeFlags.IoHardLink)) != 0)
+            {
+                SplitChainSubmits++;
+            }
             Volatile.Write(ref *_sqTail, _sqeTail);
         }
+        toSubmit = _sqeTail - before;
 
         if (IsSqPoll)
         {
@@ -296,6 +324,12 @@ internal sealed unsafe class Ring : IDisposable
     {
         uint head = *_cqHead;
         uint tail = Volatile.Read(ref *_cqTail); // acquire: CQE contents are visible after this
+        if (tail - head > CompletionQueueEntries)
+        {
+            // The kernel never publishes more than the ring holds: the shared memory is corrupted, and no CQE in
+            // it can be trusted.
+            throw Fail(new RingCorruptedException($"the CQ tail ({tail}) is {tail - head} entries ahead of its head ({head}), beyond the ring's {CompletionQueueEntries}"));
+        }
         int count = (int)Math.Min(tail - head, (uint)destination.Length);
         for (int i = 0; i < count; i++)
         {
@@ -304,6 +338,15 @@ internal sealed unsafe class Ring : IDisposable
         Volatile.Write(ref *_cqHead, head + (uint)count); // release: the kernel may reuse these slots
         return count;
     }
+
+    private Exception Fail(Exception failure)
+    {
+        Failure ??= failure;
+        return failure;
+    }
+
+    /// <summary>Test seam: moves the CQ tail as a stray write into the shared ring memory would.</summary>
+    internal void CorruptCompletionTailForTesting() => Volatile.Write(ref *_cqTail, *_cqHead + CompletionQueueEntries + 7);
 
     /// <summary>Calls io_uring_register on this ring; returns the result or -errno.</summary>
     public int Register(RegisterOpcode opcode, void* arg, uint count)

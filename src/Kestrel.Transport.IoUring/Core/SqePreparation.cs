@@ -137,6 +137,13 @@ internal static unsafe class SqePreparation
         sqe->OpFlags = (uint)(all ? CancelFlags.All : CancelFlags.None);
     }
 
+    /// <summary>Cancels every request in the ring, whatever its user_data or descriptor (IORING_ASYNC_CANCEL_ANY).</summary>
+    public static void PrepareCancelEverything(IoUringSqe* sqe, ulong userData)
+    {
+        Common(sqe, IoUringOpcode.AsyncCancel, -1, false, userData);
+        sqe->OpFlags = (uint)CancelFlags.Any;
+    }
+
     /// <summary>Cancels every request on <paramref name="fd"/> (a fixed slot when <paramref name="fixedFile"/>).</summary>
     public static void PrepareCancelFd(IoUringSqe* sqe, int fd, bool fixedFile, ulong userData)
     {

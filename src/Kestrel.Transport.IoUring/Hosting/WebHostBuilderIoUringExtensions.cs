@@ -1,6 +1,7 @@
 using Kestrel.Transport.IoUring;
 using Kestrel.Transport.IoUring.Transport;
 using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Server.Kestrel.Transport.Sockets;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;
@@ -27,8 +28,16 @@ public static class WebHostBuilderIoUringExtensions
             {
                 return; // already registered by an earlier call
             }
-            services.AddOptions<IoUringTransportOptions>().Bind(context.Configuration.GetSection(ConfigurationSection));
+            // Bound by the configuration-binding source generator (trim- and AOT-safe); validated when the host
+            // starts, not at the first bind.
+            services.AddOptions<IoUringTransportOptions>()
+                .Bind(context.Configuration.GetSection(ConfigurationSection))
+                .ValidateOnStart();
             services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<IoUringTransportOptions>, IoUringTransportOptionsValidator>());
+            // The fall-back is the transport Kestrel would use without io_uring. UseKestrel and UseSockets register
+            // it only if no transport is registered yet, so when UseIoUring comes first it registers the same
+            // Sockets factory itself; either way the app's SocketTransportOptions (UseSockets) configure it.
+            services.TryAddSingleton<IConnectionListenerFactory, SocketTransportFactory>();
             services.AddSingleton<IoUringTransportFactory>();
             // Kestrel tries the factories registered last first, and UseKestrel only TryAdds Sockets: appending ours
             // makes io_uring serve whichever of the two calls comes first.

@@ -335,6 +335,34 @@ internal sealed class ConnectionReceiver
         }
     }
 
+    // ================================================================================================================
+    // Ring failure: the ring takes no SQE any more
+    // ================================================================================================================
+
+    /// <summary>True while a multishot recv is in the kernel (it may still write provided buffers).</summary>
+    public bool KernelHoldsRecv => _request == ReceiveRequest.Armed;
+
+    /// <summary>A recv completion reaped while the failed ring drains: only notes whether the kernel let go of the request.</summary>
+    public void OnCompletionWhileDraining(in IoUringCqe cqe)
+    {
+        if (!cqe.HasMore)
+        {
+            _request = ReceiveRequest.None;
+        }
+    }
+
+    /// <summary>The ring failed: the input completes with <paramref name="reason"/> without a cancel SQE.</summary>
+    public void CompleteAfterRingFailure(Exception reason)
+    {
+        if (_inputCompleted)
+        {
+            return;
+        }
+        _inputCompleted = true;
+        _input.Complete(reason);
+        _connection.OnReceiveEnded();
+    }
+
     /// <summary>Receiving is over: complete the input pipe and signal ConnectionClosed, as the Sockets transport's receive loop does on exit.</summary>
     public void Complete(Exception? error)
     {

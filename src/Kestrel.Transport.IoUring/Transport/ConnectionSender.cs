@@ -49,7 +49,7 @@ internal enum SenderState
 /// direct send can never use a closed or reused descriptor.
 /// </para>
 /// </summary>
-internal sealed class ConnectionSender : IValueTaskSource<int>
+internal sealed partial class ConnectionSender : IValueTaskSource<int>
 {
     // One vectored send takes up to 256 pool blocks (1 MiB of 4 KiB blocks): a large response goes out in one
     // sendmsg, as with the Sockets transport, instead of one round trip per 128 KiB.
@@ -217,12 +217,20 @@ internal sealed class ConnectionSender : IValueTaskSource<int>
     /// </summary>
     private unsafe int TrySendDirectly(in ReadOnlySequence<byte> buffer)
     {
-        if (_stopRequested || IsZeroCopySize(buffer.Length))
+        if (IsZeroCopySize(buffer.Length))
         {
             return 0;
         }
 
+        // State first, then the stop flag, with a full fence between (the ring sets the flag, then reads the state):
+        // a ring that fails sees this send in progress, or this send sees the stop.
         _state = SenderState.DirectSending;
+        Interlocked.MemoryBarrier();
+        if (_stopRequested)
+        {
+            _state = SenderState.Idle;
+            return 0;
+        }
         int result;
         if (buffer.IsSingleSegment)
         {

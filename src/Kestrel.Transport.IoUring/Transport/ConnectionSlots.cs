@@ -65,6 +65,20 @@ internal sealed class ConnectionSlots
         Count--;
     }
 
+    /// <summary>The connections in the table now (a copy: the caller may release them while walking it).</summary>
+    public List<IoUringConnection> Live()
+    {
+        var live = new List<IoUringConnection>(Count);
+        for (int i = 0; i < _highWater; i++)
+        {
+            if (_connections[i] is { } c)
+            {
+                live.Add(c);
+            }
+        }
+        return live;
+    }
+
     public void AbortAll(ConnectionAbortedException reason)
     {
         for (int i = 0; i < _highWater; i++)

@@ -3,60 +3,111 @@ using Kestrel.Transport.IoUring.Abi;
 namespace Kestrel.Transport.IoUring.Transport;
 
 /// <summary>
-/// Keeps the transport from taking the process's last file descriptors. Accepting stops while the connections it
-/// holds reach RLIMIT_NOFILE minus what was open at start minus a reserve, so the runtime and the application can
-/// still open files, sockets and timers (Kestrel over Sockets has been seen to die with "Out of memory." when a flood
-/// used up every descriptor). Shared by all rings of a transport.
+/// Keeps the transport from taking the process's last file descriptors, whatever RLIMIT_NOFILE is now: an operator
+/// can lower a running server's limit (prlimit), and the runtime, the logger and the application need descriptors of
+/// their own (Kestrel over Sockets has been seen to die with "Out of memory." when a flood used up every descriptor).
+/// The headroom is RLIMIT_NOFILE minus the descriptors really open in the process minus a reserve. The limit is
+/// re-read (one getrlimit) whenever accepting asks; the open count (/proc/self/fd) at most every 250 ms, or at once
+/// after an EMFILE/ENFILE; between counts, the transport's own opens and closes keep the estimate current. A
+/// connection's place comes back only when the kernel reports its descriptor closed. Shared by all rings.
 /// </summary>
 internal sealed class DescriptorBudget
 {
-    private int _open;
+    private const long CountIntervalMilliseconds = 250;
 
-    public DescriptorBudget(int maxConnections, int fixedSlotsPerRing)
+    private readonly object _gate = new();
+    private readonly Func<long>? _limitSource;
+    private readonly Func<long>? _openCountSource;
+    private int _open;            // descriptors of the transport's connections, open now
+    private long _limit;          // RLIMIT_NOFILE (soft) as last read
+    private long _processOpen;    // descriptors open in the whole process at the last count
+    private int _openAtCount;     // _open at that count
+    private long _countedAt = long.MinValue / 2;
+
+    /// <param name="fixedSlotsPerRing">The most registered-file slots one ring may register.</param>
+    /// <param name="limitSource">Test seam: the soft limit (default: getrlimit).</param>
+    /// <param name="openCountSource">Test seam: descriptors open in the process (default: /proc/self/fd).</param>
+    public DescriptorBudget(int fixedSlotsPerRing, Func<long>? limitSource = null, Func<long>? openCountSource = null)
     {
-        MaxConnections = maxConnections;
         FixedSlotsPerRing = fixedSlotsPerRing;
+        _limitSource = limitSource;
+        _openCountSource = openCountSource;
+        Refresh(forceCount: true);
     }
-
-    /// <summary>Connections the transport may hold at once.</summary>
-    public int MaxConnections { get; }
 
     /// <summary>The most registered-file slots one ring may register (a fixed table is also capped by RLIMIT_NOFILE).</summary>
     public int FixedSlotsPerRing { get; }
 
+    /// <summary>Descriptors the transport's connections hold now.</summary>
     public int Open => Volatile.Read(ref _open);
 
-    /// <summary>Connections that may still be accepted before the budget is reached.</summary>
-    public long Remaining => (long)MaxConnections - Volatile.Read(ref _open);
+    /// <summary>RLIMIT_NOFILE as last read.</summary>
+    public long Limit => Volatile.Read(ref _limit);
 
-    /// <summary>True while accepting must wait for connections to close.</summary>
-    public bool IsExhausted => Volatile.Read(ref _open) >= MaxConnections;
+    /// <summary>Descriptors left for the runtime and the application, whatever the transport does.</summary>
+    public static long ReserveFor(long limit) => Math.Max(128, limit / 10);
+
+    /// <summary>Connections that may still be accepted before the process's headroom reaches the reserve (negative: over it).</summary>
+    public long Remaining
+    {
+        get
+        {
+            lock (_gate)
+            {
+                long processOpen = _processOpen + (Volatile.Read(ref _open) - _openAtCount);
+                return _limit - ReserveFor(_limit) - processOpen;
+            }
+        }
+    }
+
+    /// <summary>True while accepting must wait for descriptors to be closed (or the limit to rise).</summary>
+    public bool IsExhausted => Remaining <= 0;
 
     public void OnOpened() => Interlocked.Increment(ref _open);
 
     public void OnClosed() => Interlocked.Decrement(ref _open);
 
-    public static DescriptorBudget FromProcessLimits(int ringCount)
+    /// <summary>
+    /// Re-reads the limit, and counts the process's open descriptors if the last count is older than 250 ms or
+    /// <paramref name="forceCount"/> (after EMFILE/ENFILE: something else took descriptors).
+    /// </summary>
+    public void Refresh(bool forceCount = false)
     {
-        if (LinuxSyscalls.GetRLimit(LinuxSyscalls.RLimitNoFile, out var limit) < 0)
+        long limit = _limitSource?.Invoke() ?? ReadLimit();
+        long now = Environment.TickCount64;
+        lock (_gate)
         {
-            return new DescriptorBudget(int.MaxValue, 1024);
+            _limit = limit;
+            if (forceCount || now - _countedAt >= CountIntervalMilliseconds)
+            {
+                int open = Volatile.Read(ref _open);
+                _processOpen = _openCountSource?.Invoke() ?? CountOpenDescriptors();
+                _openAtCount = open;
+                _countedAt = now;
+            }
         }
-        long soft = (long)Math.Min(limit.Current, int.MaxValue);
-        long openNow = CountOpenDescriptors();
-        // .NET keeps every loaded assembly's file open (two descriptors each) and loads many lazily, on the first
-        // request that needs them: the reserve must cover that, or a flood starves the runtime of its own files.
-        long reserve = Math.Max(128, soft / 10);
-        long maxConnections = Math.Max(1, soft - openNow - reserve);
-        long fixedPerRing = Math.Max(1, Math.Min(soft, 1 << 20) / Math.Max(ringCount, 1));
-        return new DescriptorBudget((int)maxConnections, (int)fixedPerRing);
     }
 
-    private static int CountOpenDescriptors()
+    public static DescriptorBudget FromProcessLimits(int ringCount)
+    {
+        long limit = ReadLimit();
+        long fixedPerRing = Math.Max(1, Math.Min(limit, 1 << 20) / Math.Max(ringCount, 1));
+        return new DescriptorBudget((int)fixedPerRing);
+    }
+
+    private static long ReadLimit()
+        => LinuxSyscalls.GetRLimit(LinuxSyscalls.RLimitNoFile, out var limit) < 0 ? int.MaxValue : (long)Math.Min(limit.Current, int.MaxValue);
+
+    private static long CountOpenDescriptors()
     {
         try
         {
-            return Directory.GetFiles("/proc/self/fd").Length;
+            long count = 0;
+            foreach (string _ in Directory.EnumerateFileSystemEntries("/proc/self/fd"))
+            {
+                count++;
+            }
+            return count;
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {

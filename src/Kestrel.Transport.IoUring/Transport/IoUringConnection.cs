@@ -213,7 +213,7 @@ internal sealed partial class IoUringConnection : ConnectionContext,
         _receiver.Complete(null);
         _ring.CloseSocket(_fd, _fixedSlot, sendFin);
         _ring.ReleaseConnection(this);
-        _context.Metrics.OnConnectionClosed();
+        _ring.Metrics.OnConnectionClosed();
         _socketClosed.TrySetResult();
     }
 }

@@ -11,7 +11,7 @@ namespace Kestrel.Transport.IoUring.Transport;
 /// own share and hands the others' descriptors over. (Arming a multishot accept on every ring would not spread them:
 /// the kernel's exclusive accept wake-up always picks the first waiter, and a multishot waiter never leaves the
 /// queue.) Each ring queues its connections here; Kestrel takes them with <see cref="AcceptAsync"/>. The socket is
-/// created and bound with <see cref="Socket"/>, so binding (dual mode, Unix paths, port 0, errors) behaves as in the
+/// created and bound with <see cref="Socket"/> (by default, or by the app's CreateBoundListenSocket hook), so binding (dual mode, Unix paths, port 0, errors) behaves as in the
 /// Sockets transport.
 /// </summary>
 internal sealed class IoUringConnectionListener : IConnectionListener
@@ -45,12 +45,22 @@ internal sealed class IoUringConnectionListener : IConnectionListener
     /// <summary>Unbind has begun: connections accepted from now on are refused.</summary>
     public bool IsUnbinding => _unbinding;
 
-    /// <summary>The ring that gets the next accepted connection (called on the acceptor's ring thread only).</summary>
-    public RingThread NextRing()
+    /// <summary>
+    /// The ring that gets the next accepted connection: the next in turn that is alive, else the accepting ring
+    /// itself (called on the acceptor's ring thread only).
+    /// </summary>
+    public RingThread NextRing(RingThread accepting)
     {
-        RingThread ring = _rings[_nextRing];
-        _nextRing = (_nextRing + 1) % _rings.Length;
-        return ring;
+        for (int tries = 0; tries < _rings.Length; tries++)
+        {
+            RingThread ring = _rings[_nextRing];
+            _nextRing = (_nextRing + 1) % _rings.Length;
+            if (ring.AcceptsConnections)
+            {
+                return ring;
+            }
+        }
+        return accepting;
     }
 
     public int ListenFd { get; private set; } = -1;
@@ -70,7 +80,10 @@ internal sealed class IoUringConnectionListener : IConnectionListener
             ListenFd = (int)socket.Handle;
             SetNoDelayOnAccept = EndPoint is FileHandleEndPoint && _context.Options.NoDelay && socket.LocalEndPoint is IPEndPoint;
             _nextRing = Interlocked.Increment(ref s_listenerCount) % _rings.Length;
-            await _rings[_nextRing].AddAcceptorAsync(this).ConfigureAwait(false);
+            if (!await AddAcceptorOnLiveRingAsync(_nextRing).ConfigureAwait(false))
+            {
+                throw new InvalidOperationException("Every io_uring ring of the transport has failed; nothing can accept.");
+            }
         }
         catch
         {
@@ -79,55 +92,93 @@ internal sealed class IoUringConnectionListener : IConnectionListener
         }
     }
 
+    /// <summary>
+    /// The bound socket from <see cref="IoUringTransportOptions.CreateBoundListenSocket"/> (the default or the app's
+    /// hook), with a taken address reported as Kestrel expects.
+    /// </summary>
     private static Socket CreateBoundSocket(EndPoint endPoint, IoUringTransportOptions options)
     {
         Socket socket;
-        switch (endPoint)
-        {
-            case FileHandleEndPoint fileHandle:
-                // Not ours: disposing this Socket leaves the descriptor open, and its options are left alone (as in
-                // the Sockets transport); NoDelay is set on each accepted TCP socket instead.
-                return new Socket(new SafeSocketHandle((IntPtr)fileHandle.FileHandle, ownsHandle: false));
-            case UnixDomainSocketEndPoint:
-                socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-                break;
-            case IPEndPoint ip:
-                socket = new Socket(ip.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
-                if (ip.Address.Equals(IPAddress.IPv6Any))
-                {
-                    socket.DualMode = true;
-                }
-                // Accepted sockets inherit TCP_NODELAY from the listener, so this covers every connection.
-                socket.NoDelay = options.NoDelay;
-                break;
-            default:
-                throw new NotSupportedException($"The io_uring transport cannot bind {endPoint.GetType().Name} {endPoint}.");
-        }
-
         try
         {
-            socket.Bind(endPoint);
+            socket = options.CreateBoundListenSocket(endPoint);
         }
         catch (SocketException e) when (e.SocketErrorCode == SocketError.AddressAlreadyInUse)
         {
-            socket.Dispose();
             throw new AddressInUseException(e.Message, e);
         }
-        catch
+        if (endPoint is not FileHandleEndPoint && socket.ProtocolType == ProtocolType.Tcp)
         {
-            socket.Dispose();
-            throw;
+            // Accepted sockets inherit TCP_NODELAY from the listener, so this covers every connection.
+            socket.NoDelay = options.NoDelay;
         }
         return socket;
     }
 
-    /// <summary>Called by a ring when it arms this listener's accept.</summary>
-    public void AddAcceptor(RingThread ring, Acceptor acceptor)
+    /// <summary>Called by a ring before it arms this listener's accept; false once unbinding has begun (then it must not arm).</summary>
+    public bool AddAcceptor(RingThread ring, Acceptor acceptor)
     {
         lock (_gate)
         {
+            if (_unbinding)
+            {
+                return false;
+            }
             _acceptors.Add((ring, acceptor));
+            return true;
         }
+    }
+
+    /// <summary>The acceptor's ring has failed: accept on a live ring instead (unless unbinding). Called on the failed ring's thread.</summary>
+    public void MoveAcceptor(RingThread failed, Acceptor acceptor)
+    {
+        lock (_gate)
+        {
+            _acceptors.Remove((failed, acceptor));
+            if (_unbinding)
+            {
+                return;
+            }
+        }
+        _ = MoveAcceptorAsync(failed.Index + 1);
+    }
+
+    private async Task MoveAcceptorAsync(int firstRing)
+    {
+        try
+        {
+            if (!await AddAcceptorOnLiveRingAsync(firstRing).ConfigureAwait(false))
+            {
+                _context.Log.NoRingLeftToAccept(EndPoint);
+            }
+        }
+        catch (Exception e)
+        {
+            _context.Log.AcceptFailed(EndPoint, e);
+        }
+    }
+
+    /// <summary>Arms this listener's accept on the first live ring from <paramref name="firstRing"/> on; false if none is left.</summary>
+    private async Task<bool> AddAcceptorOnLiveRingAsync(int firstRing)
+    {
+        for (int i = 0; i < _rings.Length; i++)
+        {
+            RingThread ring = _rings[(firstRing + i) % _rings.Length];
+            if (!ring.AcceptsConnections)
+            {
+                continue;
+            }
+            try
+            {
+                await ring.AddAcceptorAsync(this).ConfigureAwait(false);
+                return true;
+            }
+            catch (RingFailedException)
+            {
+                // That ring failed meanwhile: try the next.
+            }
+        }
+        return false;
     }
 
     /// <summary>Called on a ring thread for every connection it accepted for this listener.</summary>
@@ -164,10 +215,10 @@ internal sealed class IoUringConnectionListener : IConnectionListener
 
     private async Task UnbindCoreAsync()
     {
-        _unbinding = true;
         (RingThread Ring, Acceptor Acceptor)[] acceptors;
         lock (_gate)
         {
+            _unbinding = true; // under the lock: an acceptor is either in this snapshot or refused by AddAcceptor
             acceptors = _acceptors.ToArray();
         }
         // Cancel every multishot accept and wait for the kernel to confirm, so no accept completes after the close.

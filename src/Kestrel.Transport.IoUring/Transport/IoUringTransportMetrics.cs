@@ -4,74 +4,92 @@ namespace Kestrel.Transport.IoUring.Transport;
 
 /// <summary>
 /// The transport's instruments, on the Meter "Kestrel.Transport.IoUring" (OpenTelemetry: AddMeter; dotnet-counters:
-/// --counters Kestrel.Transport.IoUring). One instance per transport factory; the Meter comes from IMeterFactory when
-/// DI has one, so each host's instruments stay apart.
+/// --counters Kestrel.Transport.IoUring). Names and units follow the OpenTelemetry conventions (dot-separated
+/// namespaces, UCUM units, no unit or "total" in names); per-ring figures carry the tag <see cref="RingTag"/>, taken
+/// from a handle each ring builds once (<see cref="ForRing"/>), so tagging costs nothing per operation. One instance
+/// per transport factory; the Meter comes from IMeterFactory when DI has one, so each host's instruments stay apart.
 /// </summary>
 internal sealed class IoUringTransportMetrics : IDisposable
 {
     public const string MeterName = "Kestrel.Transport.IoUring";
 
+    /// <summary>The tag naming the ring a measurement belongs to (its index, from 0).</summary>
+    public const string RingTag = "iouring.ring.id";
+
     private readonly Meter _meter;
-    private long _activeConnections;
+    private readonly List<RingMetrics> _rings = new();
 
     public IoUringTransportMetrics(IMeterFactory? meterFactory)
     {
         _meter = meterFactory?.Create(MeterName) ?? new Meter(MeterName);
-        _meter.CreateObservableUpDownCounter("iouring.connections.active", () => Volatile.Read(ref _activeConnections), "{connection}", "Connections open now.");
-        ConnectionsTotal = _meter.CreateCounter<long>("iouring.connections.total", "{connection}", "Connections accepted.");
-        BytesReceived = _meter.CreateCounter<long>("iouring.bytes.received", "By", "Bytes received from clients.");
-        BytesSent = _meter.CreateCounter<long>("iouring.bytes.sent", "By", "Bytes sent to clients.");
+        _meter.CreateObservableUpDownCounter("iouring.connection.active", ObserveActiveConnections, "{connection}", "Connections open now, per ring.");
+        ConnectionsAccepted = _meter.CreateCounter<long>("iouring.connection.accepted", "{connection}", "Connections accepted, per ring.");
+        var networkIo = _meter.CreateCounter<long>("iouring.network.io", "By", "Payload bytes received from and sent to clients (tag network.io.direction).");
+        BytesReceived = new TaggedCounter(networkIo, new("network.io.direction", "receive"));
+        BytesSent = new TaggedCounter(networkIo, new("network.io.direction", "transmit"));
         DirectSends = _meter.CreateCounter<long>("iouring.sends.direct", "{send}", "Sends made by the flushing thread itself with a non-blocking send(2).");
         RingSends = _meter.CreateCounter<long>("iouring.sends.ring", "{send}", "Sends made through the ring (SEND, SENDMSG, SEND_ZC).");
-        Enters = _meter.CreateCounter<long>("iouring.enter.calls", "{call}", "io_uring_enter system calls.");
-        SqesPerEnter = _meter.CreateHistogram<long>("iouring.enter.sqes", "{sqe}", "SQEs submitted by one io_uring_enter.");
-        Submitted = _meter.CreateCounter<long>("iouring.sqes.submitted", "{sqe}", "SQEs submitted.");
-        CqOverflows = _meter.CreateCounter<long>("iouring.cq.overflows", "{event}", "Times the completion queue overflowed into the kernel's backlog.");
-        NoBufferRearms = _meter.CreateCounter<long>("iouring.recv.enobufs_rearms", "{event}", "Multishot receives re-armed after the buffer ring ran dry (ENOBUFS).");
-        ZeroCopySends = _meter.CreateCounter<long>("iouring.send_zc.sends", "{send}", "Zero-copy sends completed.");
-        ZeroCopyCopies = _meter.CreateCounter<long>("iouring.send_zc.copies", "{send}", "Zero-copy sends the kernel copied anyway.");
-        AcceptPauses = _meter.CreateCounter<long>("iouring.accept.pauses", "{event}", "Times accepting paused for lack of descriptors or memory.");
-        FixedFileTableFull = _meter.CreateCounter<long>("iouring.fixed_files.full", "{event}", "Connections that got no registered-file slot.");
-        Wakeups = _meter.CreateCounter<long>("iouring.wakeups", "{event}", "Cross-thread wake-ups of a sleeping ring.");
-        Fallbacks = _meter.CreateCounter<long>("iouring.fallbacks", "{event}", "Times the transport fell back to Sockets.");
+        Enters = _meter.CreateCounter<long>("iouring.enter.calls", "{call}", "io_uring_enter system calls, per ring.");
+        SqesPerEnter = _meter.CreateHistogram<long>("iouring.enter.submitted", "{sqe}", "SQEs submitted by one io_uring_enter, per ring.");
+        Submitted = _meter.CreateCounter<long>("iouring.sqe.submitted", "{sqe}", "SQEs submitted, per ring.");
+        CqOverflows = _meter.CreateCounter<long>("iouring.cq.overflows", "{overflow}", "Times the completion queue overflowed into the kernel's backlog, per ring.");
+        NoBufferRearms = _meter.CreateCounter<long>("iouring.recv.no_buffers", "{rearm}", "Multishot receives re-armed after the ring's provided buffers ran out (ENOBUFS), per ring.");
+        ZeroCopySends = _meter.CreateCounter<long>("iouring.send_zc.sends", "{send}", "Zero-copy sends completed, per ring.");
+        ZeroCopyCopies = _meter.CreateCounter<long>("iouring.send_zc.copied", "{send}", "Zero-copy sends the kernel copied anyway, per ring.");
+        AcceptPauses = _meter.CreateCounter<long>("iouring.accept.pauses", "{pause}", "Times accepting paused for lack of descriptors or memory, per ring.");
+        FixedFileTableFull = _meter.CreateCounter<long>("iouring.fixed_files.exhausted", "{connection}", "Connections that got no registered-file slot, per ring.");
+        Wakeups = _meter.CreateCounter<long>("iouring.ring.wakeups", "{wakeup}", "Cross-thread wake-ups of a sleeping ring, per ring.");
+        Fallbacks = _meter.CreateCounter<long>("iouring.fallbacks", "{fallback}", "Times the transport fell back to Sockets.");
+        RingFailures = _meter.CreateCounter<long>("iouring.ring.failures", "{ring}", "Rings that failed and stopped (their connections were reset).");
     }
 
-    public Counter<long> ConnectionsTotal { get; }
-    public Counter<long> BytesReceived { get; }
-    public Counter<long> BytesSent { get; }
+    internal Counter<long> ConnectionsAccepted { get; }
+    public TaggedCounter BytesReceived { get; }
+    public TaggedCounter BytesSent { get; }
     public Counter<long> DirectSends { get; }
     public Counter<long> RingSends { get; }
-    public Counter<long> Enters { get; }
-    public Histogram<long> SqesPerEnter { get; }
-    public Counter<long> Submitted { get; }
-    public Counter<long> CqOverflows { get; }
-    public Counter<long> NoBufferRearms { get; }
-    public Counter<long> ZeroCopySends { get; }
-    public Counter<long> ZeroCopyCopies { get; }
-    public Counter<long> AcceptPauses { get; }
-    public Counter<long> FixedFileTableFull { get; }
-    public Counter<long> Wakeups { get; }
+    internal Counter<long> Enters { get; }
+    internal Histogram<long> SqesPerEnter { get; }
+    internal Counter<long> Submitted { get; }
+    internal Counter<long> CqOverflows { get; }
+    internal Counter<long> NoBufferRearms { get; }
+    internal Counter<long> ZeroCopySends { get; }
+    internal Counter<long> ZeroCopyCopies { get; }
+    internal Counter<long> AcceptPauses { get; }
+    internal Counter<long> FixedFileTableFull { get; }
+    internal Counter<long> Wakeups { get; }
     public Counter<long> Fallbacks { get; }
+    public Counter<long> RingFailures { get; }
 
-    public long ActiveConnections => Volatile.Read(ref _activeConnections);
-
-    public void OnConnectionAccepted()
+    /// <summary>The instruments of one ring, each with that ring's tag built once.</summary>
+    public RingMetrics ForRing(int ringId)
     {
-        Interlocked.Increment(ref _activeConnections);
-        ConnectionsTotal.Add(1);
+        var ring = new RingMetrics(this, ringId);
+        lock (_rings)
+        {
+            _rings.Add(ring);
+        }
+        return ring;
     }
 
-    public void OnConnectionClosed() => Interlocked.Decrement(ref _activeConnections);
-
-    public void RecordEnter(long sqes)
+    private IEnumerable<Measurement<long>> ObserveActiveConnections()
     {
-        Enters.Add(1);
-        if (sqes > 0)
+        RingMetrics[] rings;
+        lock (_rings)
         {
-            Submitted.Add(sqes);
-            SqesPerEnter.Record(sqes);
+            rings = _rings.ToArray();
+        }
+        foreach (var ring in rings)
+        {
+            yield return new Measurement<long>(ring.ActiveConnections, ring.Tag);
         }
     }
 
     public void Dispose() => _meter.Dispose();
+}
+
+/// <summary>A counter and the one tag its measurements from this call site carry.</summary>
+internal readonly struct TaggedCounter(Counter<long> counter, KeyValuePair<string, object?> tag)
+{
+    public void Add(long value) => counter.Add(value, tag);
 }

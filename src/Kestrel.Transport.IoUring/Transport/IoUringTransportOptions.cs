@@ -1,3 +1,7 @@
+using System.Net;
+using System.Net.Sockets;
+using Microsoft.AspNetCore.Connections;
+
 namespace Kestrel.Transport.IoUring;
 
 /// <summary>Where the application's code (Kestrel's HTTP parsing and your handlers) runs after data arrives.</summary>
@@ -95,6 +99,56 @@ public sealed class IoUringTransportOptions
     public int Backlog { get; set; } = 512;
 
     /// <summary>
+    /// Creates the bound (not yet listening) socket for an endpoint Kestrel binds, as the Sockets transport's option of
+    /// the same name does: set SO_REUSEPORT, IP_FREEBIND or IPV6_V6ONLY before binding, or return a socket handed over
+    /// by systemd. The transport then listens on it with <see cref="Backlog"/> and accepts from it over io_uring.
+    /// Default <see cref="CreateDefaultBoundListenSocket"/>. Not bindable from configuration.
+    /// </summary>
+    public Func<EndPoint, Socket> CreateBoundListenSocket { get; set; } = CreateDefaultBoundListenSocket;
+
+    /// <summary>
+    /// Creates and binds a socket for <paramref name="endpoint"/> the way the transport does by default: TCP for an
+    /// <see cref="IPEndPoint"/> (dual mode for <see cref="IPAddress.IPv6Any"/>), a stream socket for a
+    /// <see cref="UnixDomainSocketEndPoint"/>, and for a <see cref="FileHandleEndPoint"/> a socket over the handle that
+    /// does not own it. A hook can call this and adjust the result, or create its own.
+    /// </summary>
+    public static Socket CreateDefaultBoundListenSocket(EndPoint endpoint)
+    {
+        ArgumentNullException.ThrowIfNull(endpoint);
+        Socket socket;
+        switch (endpoint)
+        {
+            case FileHandleEndPoint fileHandle:
+                // Not ours: disposing this Socket leaves the descriptor open, and its options are left alone (as in
+                // the Sockets transport).
+                return new Socket(new SafeSocketHandle((IntPtr)fileHandle.FileHandle, ownsHandle: false));
+            case UnixDomainSocketEndPoint:
+                socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+                break;
+            case IPEndPoint ip:
+                socket = new Socket(ip.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
+                if (ip.Address.Equals(IPAddress.IPv6Any))
+                {
+                    socket.DualMode = true;
+                }
+                break;
+            default:
+                throw new NotSupportedException($"The io_uring transport cannot bind {endpoint.GetType().Name} {endpoint}.");
+        }
+
+        try
+        {
+            socket.Bind(endpoint);
+        }
+        catch
+        {
+            socket.Dispose();
+            throw;
+        }
+        return socket;
+    }
+
+    /// <summary>
     /// Sends of at least this many bytes use IORING_OP_SEND_ZC (zero-copy); 0 turns zero-copy off. Where the kernel
     /// reports that it copied anyway (loopback, some NICs), each ring switches zero-copy off by itself. Default 0 (off):
     /// it pays only for large responses on real NICs.
@@ -149,6 +203,9 @@ public sealed class IoUringTransportOptions
 
     /// <summary>Test seam: pretend io_uring_setup fails with this errno.</summary>
     internal int? SimulatedSetupErrno { get; set; }
+
+    /// <summary>Test seam: pretend the process runs on this operating system (e.g. "Windows") instead of Linux.</summary>
+    internal string? SimulatedOperatingSystem { get; set; }
 
     /// <summary>True when the environment variable turns io_uring off.</summary>
     internal static bool DisabledByEnvironment()

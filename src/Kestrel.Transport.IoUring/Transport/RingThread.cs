@@ -16,7 +16,7 @@ namespace Kestrel.Transport.IoUring.Transport;
 /// is only written when the loop is about to sleep or sleeps. The thread is therefore the <see cref="PipeScheduler"/>
 /// of the transport side of every pipe it serves.
 /// </summary>
-internal sealed unsafe class RingThread : PipeScheduler
+internal sealed unsafe partial class RingThread : PipeScheduler
 {
     private const int CompletionBatch = 512;
     private const int MaxWorkItemsPerTurn = 4096;
@@ -41,7 +41,7 @@ internal sealed unsafe class RingThread : PipeScheduler
     private ulong* _eventFdValue;
     private KernelTimespec* _acceptPauseTimespec;
     private int _sleeping;
-    private int _pendingCloses; // CLOSE SQEs whose completion has not arrived: the loop may not end before
+    private CloseChains _closes = null!;
     private volatile bool _stopping;
     private bool _zeroCopyEnabled;
 
@@ -49,6 +49,7 @@ internal sealed unsafe class RingThread : PipeScheduler
     {
         _context = context;
         Index = index;
+        Metrics = context.Metrics.ForRing(index);
         _thread = new Thread(Run) { IsBackground = true, Name = $"io_uring ring {index}" };
         MemoryPool = context.CreateMemoryPool();
         var options = context.Options;
@@ -71,6 +72,9 @@ internal sealed unsafe class RingThread : PipeScheduler
     public PipeOptions OutputPipeOptions { get; }
 
     public int Index { get; }
+
+    /// <summary>This ring's instruments, tagged with its id.</summary>
+    public RingMetrics Metrics { get; }
     public IoUringTransportContext Context => _context;
     public Ring Ring => _ring;
     public ProvidedBufferRing Buffers => _buffers;
@@ -96,10 +100,18 @@ internal sealed unsafe class RingThread : PipeScheduler
     /// <summary>Stops accepting work; the loop ends once every connection on it has closed.</summary>
     public Task StopAsync()
     {
+        if (State == RingState.Failed)
+        {
+            return StopFailedAsync();
+        }
         Post(static s =>
         {
             var self = (RingThread)s!;
             self._stopping = true;
+            if (self.State == RingState.Running)
+            {
+                self.SetState(RingState.Stopping);
+            }
             foreach (var acceptor in self._acceptors)
             {
                 if (acceptor is not null)
@@ -111,6 +123,16 @@ internal sealed unsafe class RingThread : PipeScheduler
         }, this);
         return _stopped.Task;
     }
+
+    /// <summary>A failed ring's thread has ended by itself; its memory pool goes only now, when the application is done with the pipes.</summary>
+    private Task StopFailedAsync() => _stopped.Task.ContinueWith(static (_, s) =>
+    {
+        var self = (RingThread)s!;
+        if (!self._kernelMemoryLeaked)
+        {
+            self.DisposeMemoryPool();
+        }
+    }, this, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
 
     public bool IsOwnerThread => Environment.CurrentManagedThreadId == _thread.ManagedThreadId;
 
@@ -155,7 +177,7 @@ internal sealed unsafe class RingThread : PipeScheduler
         {
             ulong one = 1;
             LinuxSyscalls.Write(_eventFd, &one, sizeof(ulong));
-            _context.Metrics.Wakeups.Add(1);
+            Metrics.Wakeups.Add(1);
         }
     }
 
@@ -172,6 +194,7 @@ internal sealed unsafe class RingThread : PipeScheduler
             _stopped.TrySetResult();
             return;
         }
+        SetState(RingState.Running);
         _started.TrySetResult();
 
         try
@@ -180,12 +203,22 @@ internal sealed unsafe class RingThread : PipeScheduler
         }
         catch (Exception e)
         {
-            _context.Log.RingFailed(Index, e);
-            _slots.AbortAll(new Microsoft.AspNetCore.Connections.ConnectionAbortedException("The io_uring ring failed.", e));
+            try
+            {
+                FailRing(e);
+            }
+            catch (Exception teardownError)
+            {
+                _context.Log.WorkItemFailed(Index, teardownError);
+            }
         }
         finally
         {
             Cleanup();
+            if (State != RingState.Failed)
+            {
+                SetState(RingState.Stopped);
+            }
             _stopped.TrySetResult();
         }
     }
@@ -211,6 +244,8 @@ internal sealed unsafe class RingThread : PipeScheduler
             }
         }
 
+        _closes = new CloseChains(_ring, _files, _context.Descriptors);
+
         if (options.RegisteredSendBufferSize > 0 && options.ZeroCopySendThreshold > 0 && _context.Capabilities.SendZeroCopy)
         {
             try
@@ -232,6 +267,8 @@ internal sealed unsafe class RingThread : PipeScheduler
         _eventFdValue = (ulong*)NativeMemory.AllocZeroed(sizeof(ulong));
         _acceptPauseTimespec = (KernelTimespec*)NativeMemory.AllocZeroed((nuint)sizeof(KernelTimespec));
         _acceptPauseTimespec->Nanoseconds = 100_000_000; // 100 ms between retries when accept runs out of descriptors
+        _limitWatchTimespec = (KernelTimespec*)NativeMemory.AllocZeroed((nuint)sizeof(KernelTimespec));
+        _limitWatchTimespec->Seconds = 1;
         _zeroCopyEnabled = options.ZeroCopySendThreshold > 0 && _context.Capabilities.SendZeroCopy;
     }
 
@@ -273,16 +310,18 @@ internal sealed unsafe class RingThread : PipeScheduler
         while (true)
         {
             RunWork();
-            if (_stopping && _slots.Count == 0 && _pendingCloses == 0 && !HasArmedAcceptors())
+            ThrowIfRingFailed();
+            if (_stopping && _slots.Count == 0 && _closes.Pending == 0 && !HasArmedAcceptors())
             {
                 break;
             }
 
             ArmPendingReceives();
             _buffers.Publish();
+            _closes.PrepareDeferred();
 
             uint waitFor = 0;
-            if (_localWork.Count == 0)
+            if (_localWork.Count == 0 && _closes.Deferred == 0)
             {
                 Interlocked.Exchange(ref _sleeping, 1);
                 if (_remoteWork.IsEmpty)
@@ -298,16 +337,26 @@ internal sealed unsafe class RingThread : PipeScheduler
             long submittedBefore = _ring.SubmittedCount;
             int r = _ring.SubmitAndWait(waitFor);
             Volatile.Write(ref _sleeping, 0);
-            _context.Metrics.RecordEnter(_ring.SubmittedCount - submittedBefore);
+            Metrics.RecordEnter(_ring.SubmittedCount - submittedBefore);
             if (r < 0 && r != -Errno.EBUSY && r != -Errno.EAGAIN)
             {
                 throw new IoUringException(r == -Errno.EBADR ? "io_uring_enter (completions were lost)" : "io_uring_enter", r);
             }
             if (_ring.HasOverflowedCompletions)
             {
-                _context.Metrics.CqOverflows.Add(1);
+                Metrics.CqOverflows.Add(1);
             }
             ReapCompletions();
+            ThrowIfRingFailed();
+        }
+    }
+
+    /// <summary>The SQ or CQ failed somewhere a caller caught the exception (a connection's send loop): the loop cannot go on.</summary>
+    private void ThrowIfRingFailed()
+    {
+        if (_ring.Failure is { } failure)
+        {
+            throw failure;
         }
     }
 
@@ -319,7 +368,14 @@ internal sealed unsafe class RingThread : PipeScheduler
             n = _ring.ReadCompletions(_completions);
             for (int i = 0; i < n; i++)
             {
-                Dispatch(in _completions[i]);
+                try
+                {
+                    Dispatch(in _completions[i]);
+                }
+                catch (Exception e) when (!IsFatal(e))
+                {
+                    OnCompletionFailed(in _completions[i], e);
+                }
             }
             FlushReceivedInput();
         }
@@ -333,7 +389,14 @@ internal sealed unsafe class RingThread : PipeScheduler
         {
             if (_localWork.TryDequeue(out WorkItem item) || _remoteWork.TryDequeue(out item))
             {
-                item.Action(item.State);
+                try
+                {
+                    item.Action(item.State);
+                }
+                catch (Exception e) when (!IsFatal(e))
+                {
+                    OnWorkItemFailed(item.State, e);
+                }
             }
             else
             {
@@ -348,6 +411,7 @@ internal sealed unsafe class RingThread : PipeScheduler
         switch (UserData.KindOf(ud))
         {
             case OperationKind.Wakeup:
+                _wakeupArmed = false;
                 ArmWakeup();
                 break;
             case OperationKind.Accept:
@@ -372,7 +436,7 @@ internal sealed unsafe class RingThread : PipeScheduler
                 }
                 break;
             case OperationKind.Close:
-                OnCloseCompleted(cqe);
+                _closes.OnCompleted(cqe);
                 break;
             case OperationKind.ArenaSend:
                 OnArenaSendCompleted(cqe);
@@ -389,6 +453,7 @@ internal sealed unsafe class RingThread : PipeScheduler
     {
         IoUringSqe* sqe = _ring.GetSqe();
         SqePreparation.PrepareEventFdRead(sqe, _eventFd, _eventFdValue, UserData.Encode(OperationKind.Wakeup, 0, 0));
+        _wakeupArmed = true;
     }
 
     // ---- buffers --------------------------------------------------------------------------------------------------
@@ -405,7 +470,7 @@ internal sealed unsafe class RingThread : PipeScheduler
     public void OnBuffersExhausted()
     {
         _buffers.RecordExhausted();
-        _context.Metrics.NoBufferRearms.Add(1);
+        Metrics.NoBufferRearms.Add(1);
     }
 
     // ---- receives -------------------------------------------------------------------------------------------------
@@ -421,7 +486,14 @@ internal sealed unsafe class RingThread : PipeScheduler
         // Index loop: a flush may run application code inline, which may queue more.
         for (int i = 0; i < _inputFlushes.Count; i++)
         {
-            _inputFlushes[i].FlushQueuedInput();
+            try
+            {
+                _inputFlushes[i].FlushQueuedInput();
+            }
+            catch (Exception e) when (!IsFatal(e))
+            {
+                _inputFlushes[i].FailContained(e);
+            }
         }
         _inputFlushes.Clear();
     }
@@ -445,13 +517,13 @@ internal sealed unsafe class RingThread : PipeScheduler
     public void OnZeroCopyNotification(bool copied)
     {
         ZeroCopySends++;
-        _context.Metrics.ZeroCopySends.Add(1);
+        Metrics.ZeroCopySends.Add(1);
         if (!copied)
         {
             return;
         }
         ZeroCopyCopies++;
-        _context.Metrics.ZeroCopyCopies.Add(1);
+        Metrics.ZeroCopyCopies.Add(1);
         // Copying means zero-copy only added its notification overhead (loopback, NICs without SG): stop using it.
         if (_zeroCopyEnabled && ZeroCopySends >= 8 && ZeroCopyCopies * 2 > ZeroCopySends)
         {
@@ -467,16 +539,11 @@ internal sealed unsafe class RingThread : PipeScheduler
     /// </summary>
     private void OnArenaSendCompleted(in IoUringCqe cqe)
     {
-        int chunk = (int)UserData.GenerationOf(cqe.UserData);
+        ReturnArenaChunk(cqe);
         if (cqe.IsNotification)
         {
-            _sendArena!.Return(chunk);
             OnZeroCopyNotification(((uint)cqe.Result & IoUringValues.NotifUsageZcCopied) != 0);
             return;
-        }
-        if (!cqe.HasMore)
-        {
-            _sendArena!.Return(chunk); // no notification follows
         }
         if (_slots.TryGetAny(UserData.SlotOf(cqe.UserData), out var connection))
         {
@@ -484,59 +551,25 @@ internal sealed unsafe class RingThread : PipeScheduler
         }
     }
 
+    /// <summary>An arena chunk is free again after its notification, or after a result that no notification follows.</summary>
+    private void ReturnArenaChunk(in IoUringCqe cqe)
+    {
+        if (cqe.IsNotification || !cqe.HasMore)
+        {
+            _sendArena!.Return((int)UserData.GenerationOf(cqe.UserData));
+        }
+    }
+
     // ---- connections ----------------------------------------------------------------------------------------------
 
-    /// <summary>Forgets a closed connection: its slot (with a new generation) and its place in the descriptor budget.</summary>
-    public void ReleaseConnection(IoUringConnection connection)
-    {
-        _slots.Release(connection.Slot);
-        _context.Descriptors.OnClosed();
-    }
+    /// <summary>Forgets a closed connection's slot (with a new generation); its descriptor's place in the budget comes back when its close completes.</summary>
+    public void ReleaseConnection(IoUringConnection connection) => _slots.Release(connection.Slot);
 
-    /// <summary>
-    /// Closes a connection's socket with one hard-linked chain, submitted with the turn's other SQEs: SHUTDOWN (the
-    /// FIN, when <paramref name="sendFin"/>) → CLOSE_DIRECT of its registered slot → CLOSE of its descriptor. Hard
-    /// links keep the order even when a step fails (SHUTDOWN of a reset socket), so a SHUTDOWN on an io-wq worker
-    /// can never race the close. The registered slot is reused only after its CLOSE_DIRECT completed.
-    /// </summary>
-    public void CloseSocket(int fd, int fixedSlot, bool sendFin)
-    {
-        if (_ring.SubmissionSpaceLeft < 3)
-        {
-            _ring.Submit(); // a link chain must not be split across two submits
-        }
-        IoUringSqe* sqe;
-        if (sendFin)
-        {
-            sqe = _ring.GetSqe();
-            bool useFixed = fixedSlot >= 0;
-            SqePreparation.PrepareShutdown(sqe, useFixed ? fixedSlot : fd, useFixed, LinuxSyscalls.ShutRdWr, UserData.Encode(OperationKind.Shutdown, 0, 0));
-            sqe->Flags |= SqeFlags.IoHardLink | SqeFlags.CqeSkipSuccess;
-        }
-        if (fixedSlot >= 0)
-        {
-            sqe = _ring.GetSqe();
-            SqePreparation.PrepareCloseDirect(sqe, fixedSlot, UserData.Encode(OperationKind.Close, CloseDirectMarker, fixedSlot));
-            sqe->Flags |= SqeFlags.IoHardLink;
-        }
-        sqe = _ring.GetSqe();
-        SqePreparation.PrepareClose(sqe, fd, UserData.Encode(OperationKind.Close, CloseFdMarker, 0));
-        _pendingCloses++;
-    }
+    /// <summary>Closes a connection's socket once the kernel holds none of its requests (see <see cref="CloseChains"/>).</summary>
+    public void CloseSocket(int fd, int fixedSlot, bool sendFin) => _closes.Close(fd, fixedSlot, sendFin);
 
-    private const uint CloseFdMarker = 0, CloseDirectMarker = 1;
-
-    private void OnCloseCompleted(in IoUringCqe cqe)
-    {
-        if (UserData.GenerationOf(cqe.UserData) == CloseDirectMarker)
-        {
-            _files!.Release(UserData.SlotOf(cqe.UserData));
-        }
-        else
-        {
-            _pendingCloses--;
-        }
-    }
+    /// <summary>Close chains waiting for room in the SQ (ring thread).</summary>
+    internal int PendingCloseChainsDeferred => _closes.Deferred;
 
     /// <summary>
     /// A connection accepted by this ring's acceptor. The listener spreads connections round-robin over the rings:
@@ -545,18 +578,19 @@ internal sealed unsafe class RingThread : PipeScheduler
     private void OnAccepted(Acceptor acceptor, int fd)
     {
         _context.Descriptors.OnOpened();
-        RingThread target = acceptor.Listener.NextRing();
+        RingThread target = acceptor.Listener.NextRing(this);
         if (target == this)
         {
             SetUpConnection(acceptor.Listener, fd);
         }
         else
         {
-            target.Post(static s =>
+            target.PostOrAbandon(static s =>
             {
-                var (ring, listener, fd) = ((RingThread, IoUringConnectionListener, int))s!;
-                ring.SetUpConnection(listener, fd);
-            }, (target, acceptor.Listener, fd));
+                var handOff = (ConnectionHandOff)s!;
+                // Runs on the target ring's thread: Schedule from there queues locally, so this is that ring.
+                handOff.Target.SetUpConnection(handOff.Listener, handOff.Fd);
+            }, new ConnectionHandOff(target, acceptor.Listener, fd, _context.Descriptors));
         }
     }
 
@@ -582,7 +616,7 @@ internal sealed unsafe class RingThread : PipeScheduler
             fixedSlot = _files.Install(fd);
             if (fixedSlot < 0)
             {
-                _context.Metrics.FixedFileTableFull.Add(1);
+                Metrics.FixedFileTableFull.Add(1);
                 fixedSlot = -1; // ordinary descriptor for this connection
             }
         }
@@ -604,7 +638,7 @@ internal sealed unsafe class RingThread : PipeScheduler
             return;
         }
         _slots.Set(slot, connection);
-        _context.Metrics.OnConnectionAccepted();
+        Metrics.OnConnectionAccepted();
         connection.Start();
         listener.OnConnectionAccepted(connection);
     }
@@ -614,17 +648,24 @@ internal sealed unsafe class RingThread : PipeScheduler
     /// <summary>Makes this ring <paramref name="listener"/>'s acceptor: a multishot accept on its socket. Any thread; completes when armed.</summary>
     public Task AddAcceptorAsync(IoUringConnectionListener listener)
     {
-        var tcs = new TaskCompletionSource<Acceptor>(TaskCreationOptions.RunContinuationsAsynchronously);
-        Post(static s =>
+        var request = new AcceptorRequest(this, listener);
+        PostOrAbandon(static s =>
         {
-            var (self, listener, tcs) = ((RingThread, IoUringConnectionListener, TaskCompletionSource<Acceptor>))s!;
-            var acceptor = new Acceptor(listener, self._acceptors.Count);
+            var request = (AcceptorRequest)s!;
+            var self = request.Target;
+            var acceptor = new Acceptor(request.Listener, self._acceptors.Count);
+            if (!request.Listener.AddAcceptor(self, acceptor))
+            {
+                // Unbound meanwhile: nothing to accept for.
+                acceptor.Finished.TrySetResult();
+                request.Armed.TrySetResult(acceptor);
+                return;
+            }
             self._acceptors.Add(acceptor);
-            listener.AddAcceptor(self, acceptor);
             self.ArmAccept(acceptor);
-            tcs.SetResult(acceptor);
-        }, (this, listener, tcs));
-        return tcs.Task;
+            request.Armed.TrySetResult(acceptor);
+        }, request);
+        return request.Armed.Task;
     }
 
     /// <summary>Cancels the acceptor's multishot accept; the task completes when the kernel confirms it ended.</summary>
@@ -655,6 +696,7 @@ internal sealed unsafe class RingThread : PipeScheduler
             IoUringSqe* sqe = _ring.GetSqe();
             SqePreparation.PrepareCancel(sqe, acceptor.PauseUserData, UserData.Encode(OperationKind.Cancel, 0, acceptor.Index));
         }
+        StopLimitWatch(acceptor);
         MaybeFinishAcceptor(acceptor);
     }
 
@@ -663,9 +705,12 @@ internal sealed unsafe class RingThread : PipeScheduler
         IoUringSqe* sqe = _ring.GetSqe();
         // A multishot accept takes everything in the backlog before we see a single completion, so it could run
         // the process out of descriptors. Near the budget, accept one connection per SQE instead.
-        if (_context.Descriptors.Remaining > _context.Options.Backlog + 64)
+        _context.Descriptors.Refresh();
+        acceptor.Multishot = HasRoomForMultishotAccept;
+        if (acceptor.Multishot)
         {
             SqePreparation.PrepareMultishotAccept(sqe, acceptor.Listener.ListenFd, acceptor.UserData);
+            WatchLimit(acceptor);
         }
         else
         {
@@ -687,12 +732,18 @@ internal sealed unsafe class RingThread : PipeScheduler
             return;
         }
 
+        if (UserData.KindOf(cqe.UserData) == OperationKind.Timeout && UserData.GenerationOf(cqe.UserData) == Acceptor.WatchMarker)
+        {
+            OnLimitWatchExpired(acceptor);
+            return;
+        }
         if (UserData.KindOf(cqe.UserData) == OperationKind.Timeout)
         {
             // The pause is over (or was cancelled by unbind): accept again unless still out of descriptors.
             acceptor.Paused = false;
             if (!acceptor.Stopped)
             {
+                _context.Descriptors.Refresh();
                 if (_context.Descriptors.IsExhausted)
                 {
                     PauseAcceptor(acceptor, reason: null); // still exhausted: wait again, without logging again
@@ -714,17 +765,31 @@ internal sealed unsafe class RingThread : PipeScheduler
         int res = cqe.Result;
         if (res >= 0)
         {
-            OnAccepted(acceptor, res);
-            if (_context.Descriptors.IsExhausted && !acceptor.Stopped)
+            var descriptors = _context.Descriptors;
+            descriptors.Refresh(); // the limit may have been lowered since the last accept
+            if (descriptors.Remaining < 0)
             {
-                PauseAcceptor(acceptor, $"the transport holds {_context.Descriptors.Open} connections, its share of RLIMIT_NOFILE");
+                // Into the reserve the runtime and the application need (the limit was lowered, or a multishot
+                // accept took a whole backlog at once): give this one back at once, as a full listener would.
+                SocketOptions.SetLingerZero(res);
+                LinuxSyscalls.Close(res);
+                PauseAcceptor(acceptor, ExhaustedReason());
+                MaybeFinishAcceptor(acceptor);
+                return;
+            }
+            OnAccepted(acceptor, res);
+            if (descriptors.IsExhausted && !acceptor.Stopped)
+            {
+                PauseAcceptor(acceptor, ExhaustedReason());
                 return;
             }
         }
         else if (res == -Errno.EMFILE || res == -Errno.ENFILE || res == -Errno.ENOMEM || res == -Errno.ENOBUFS)
         {
             // Out of descriptors or memory: stop accepting for a moment instead of spinning on the same error;
-            // established connections carry on, and the backlog waits in the kernel.
+            // established connections carry on, and the backlog waits in the kernel. Something else took
+            // descriptors: count them again.
+            _context.Descriptors.Refresh(forceCount: true);
             PauseAcceptor(acceptor, Errno.Name(res));
             return;
         }
@@ -737,6 +802,9 @@ internal sealed unsafe class RingThread : PipeScheduler
         MaybeFinishAcceptor(acceptor);
     }
 
+    private string ExhaustedReason()
+        => $"{_context.Descriptors.Open} connections are open and RLIMIT_NOFILE is {_context.Descriptors.Limit}: the rest is kept for the runtime and the application";
+
     /// <summary>Cancels the acceptor's multishot accept and retries after 100 ms (a timeout in the ring, no spinning).</summary>
     private void PauseAcceptor(Acceptor acceptor, string? reason)
     {
@@ -746,7 +814,7 @@ internal sealed unsafe class RingThread : PipeScheduler
         }
         if (reason is not null)
         {
-            _context.Metrics.AcceptPauses.Add(1);
+            Metrics.AcceptPauses.Add(1);
             _context.Log.AcceptPaused(acceptor.Listener.EndPoint, reason);
         }
         if (acceptor.Armed)
@@ -762,7 +830,7 @@ internal sealed unsafe class RingThread : PipeScheduler
 
     private void MaybeFinishAcceptor(Acceptor acceptor)
     {
-        if (acceptor.Stopped && !acceptor.Armed && !acceptor.Paused)
+        if (acceptor.Stopped && !acceptor.InKernel)
         {
             _acceptors[acceptor.Index] = null;
             acceptor.Finished.TrySetResult();
@@ -773,7 +841,7 @@ internal sealed unsafe class RingThread : PipeScheduler
     {
         foreach (var a in _acceptors)
         {
-            if (a is not null && (a.Armed || a.Paused))
+            if (a is not null && a.InKernel)
             {
                 return true;
             }
@@ -785,26 +853,46 @@ internal sealed unsafe class RingThread : PipeScheduler
 
     private void Cleanup()
     {
+        // Unregistering the files drops the ring's references to the sockets (a failed ring's resets go out now).
         _files?.Dispose();
-        _sendArena?.Dispose();
-        _buffers?.Dispose();
-        _ring?.Dispose(); // closing the ring fd also drops anything still registered
+        if (_kernelMemoryLeaked)
+        {
+            // The kernel may still write the receive buffers, read the send chunks or write the eventfd counter:
+            // they stay allocated for good. Closing the ring fd makes the kernel cancel whatever is left.
+            _ring?.Dispose();
+        }
+        else
+        {
+            _sendArena?.Dispose();
+            _buffers?.Dispose();
+            _ring?.Dispose(); // closing the ring fd also drops anything still registered
+            NativeMemory.Free(_eventFdValue);
+            _eventFdValue = null;
+        }
         if (_eventFd >= 0)
         {
             LinuxSyscalls.Close(_eventFd);
             _eventFd = -1;
         }
-        NativeMemory.Free(_eventFdValue);
-        _eventFdValue = null;
         NativeMemory.Free(_acceptPauseTimespec);
         _acceptPauseTimespec = null;
-        if (MemoryPool != MemoryPool<byte>.Shared)
+        NativeMemory.Free(_limitWatchTimespec);
+        _limitWatchTimespec = null;
+        if (State != RingState.Failed)
         {
-            MemoryPool.Dispose();
+            DisposeMemoryPool(); // a failed ring's pipes may still be in the application's hands: see StopFailedAsync
         }
         foreach (var a in _acceptors)
         {
             a?.Finished.TrySetResult();
+        }
+    }
+
+    private void DisposeMemoryPool()
+    {
+        if (MemoryPool != MemoryPool<byte>.Shared)
+        {
+            MemoryPool.Dispose();
         }
     }
 

@@ -67,4 +67,16 @@ public sealed class CapabilityTests(ITestOutputHelper output)
         Assert.Contains("NOT usable", caps.ToString());
         Assert.Empty(caps.Opcodes); // nothing else was probed
     }
+
+    [Fact]
+    public void AnywhereButLinuxNothingIsProbedAndTheReportSaysWhy()
+    {
+        // simulatedSetupErrno would show up as the reason had the probe run.
+        var caps = IoUringCapabilities.Probe(simulatedSetupErrno: 1, simulatedOperatingSystem: "Darwin 24.1.0");
+        Assert.False(caps.IsSupported);
+        Assert.Null(caps.SetupError);
+        Assert.Equal("io_uring exists only on Linux and this is Darwin 24.1.0", caps.UnavailableReason);
+        Assert.Empty(caps.Opcodes);
+        Assert.StartsWith("io_uring on Darwin 24.1.0: NOT usable", caps.ToString());
+    }
 }

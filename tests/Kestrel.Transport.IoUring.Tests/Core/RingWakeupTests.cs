@@ -23,7 +23,7 @@ public sealed class RingWakeupTests : IAsyncLifetime
     {
         var options = new IoUringTransportOptions { RingCount = 1, SubmissionQueueSize = 64, CompletionQueueSize = 256, ReceiveBufferCount = 16 };
         var metrics = new IoUringTransportMetrics(_services.GetRequiredService<IMeterFactory>());
-        var context = new IoUringTransportContext(options, new IoUringTrace(NullLogger.Instance), metrics,
+        var context = new IoUringTransportContext(options, new IoUringTrace(NullLoggerFactory.Instance), metrics,
             IoUringCapabilities.Current, memoryPoolFactory: null, DescriptorBudget.FromProcessLimits(1));
         _metrics = new TransportMetricsCollector(_services);
         _ring = new RingThread(context, 0);
@@ -37,7 +37,7 @@ public sealed class RingWakeupTests : IAsyncLifetime
         await _services.DisposeAsync();
     }
 
-    private long Wakeups => _metrics.Total("iouring.wakeups");
+    private long Wakeups => _metrics.Total("iouring.ring.wakeups");
 
     [Fact]
     public void EveryPostRunsNoWakeUpIsLost()

@@ -69,7 +69,7 @@ public sealed class FaultTests(ITestOutputHelper output)
             Assert.Equal("hello", await client.GetStringAsync("/"));
         }
         int count = await FdCounter.WaitForAtMostAsync(baseline + 4, TimeSpan.FromSeconds(20));
-        output.WriteLine($"fds: baseline {baseline}, after {count}; accepted {metrics.Total("iouring.connections.total")}");
+        output.WriteLine($"fds: baseline {baseline}, after {count}; accepted {metrics.Total("iouring.connection.accepted")}");
         Assert.True(count <= baseline + 4, $"fd count {count} did not return to the baseline {baseline}");
         Assert.DoesNotContain(server.Logs.Records, r => r.Category == "Kestrel.Transport.IoUring" && r.Level > Microsoft.Extensions.Logging.LogLevel.Debug && r.EventId.Id < 100);
     }

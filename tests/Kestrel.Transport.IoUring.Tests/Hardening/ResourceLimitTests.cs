@@ -45,7 +45,7 @@ public sealed class ResourceLimitTests(ITestOutputHelper output)
 
         await UploadManyAndVerifyAsync(server, clients: 64, bytesEach: 2 * 1024 * 1024);
 
-        output.WriteLine($"CQ overflows seen: {metrics.Total("iouring.cq.overflows")}, ENOBUFS re-arms: {metrics.Total("iouring.recv.enobufs_rearms")}, enters: {metrics.Total("iouring.enter.calls")}");
+        output.WriteLine($"CQ overflows seen: {metrics.Total("iouring.cq.overflows")}, ENOBUFS re-arms: {metrics.Total("iouring.recv.no_buffers")}, enters: {metrics.Total("iouring.enter.calls")}");
         using var check = server.CreateClient();
         Assert.Equal("hello", await check.GetStringAsync("/"));
     }
@@ -61,7 +61,7 @@ public sealed class ResourceLimitTests(ITestOutputHelper output)
 
         await UploadManyAndVerifyAsync(server, clients: 32, bytesEach: 512 * 1024);
 
-        long rearms = metrics.Total("iouring.recv.enobufs_rearms");
+        long rearms = metrics.Total("iouring.recv.no_buffers");
         output.WriteLine($"ENOBUFS re-arms: {rearms}");
         Assert.True(rearms > 0, "a flood against four buffers must run the buffer ring dry");
 

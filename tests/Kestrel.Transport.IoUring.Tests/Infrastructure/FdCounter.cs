@@ -35,4 +35,33 @@ public static class FdCounter
         }
         return count;
     }
+
+    /// <summary>What each open descriptor points to ("socket:[123]", "anon_inode:[io_uring]", a path), for failure messages.</summary>
+    public static Dictionary<string, string> Snapshot()
+    {
+        var result = new Dictionary<string, string>();
+        foreach (var path in Directory.GetFiles("/proc/self/fd"))
+        {
+            try
+            {
+                result[Path.GetFileName(path)] = new FileInfo(path).LinkTarget ?? "?";
+            }
+            catch (IOException)
+            {
+                // closed meanwhile
+            }
+        }
+        return result;
+    }
+
+    /// <summary>Descriptors open now that were not in <paramref name="before"/> (or point elsewhere now).</summary>
+    public static string Added(Dictionary<string, string> before)
+        => string.Join(", ", Snapshot().Where(kv => !before.TryGetValue(kv.Key, out var t) || t != kv.Value).Select(kv => $"{kv.Key} -> {kv.Value}"));
+
+    /// <summary>Sockets and anonymous inodes (rings, eventfds) open now: what a transport can leak, without the files the runtime opens lazily (assemblies, symbols).</summary>
+    public static int CountSocketsAndRings()
+        => Snapshot().Values.Count(t => t.StartsWith("socket:", StringComparison.Ordinal) || t.StartsWith("anon_inode:", StringComparison.Ordinal));
+
+    /// <summary>Waits (polling, bounded) until <see cref="CountSocketsAndRings"/> is at most <paramref name="target"/>; returns the last count.</summary>
+    public static Task<int> WaitForSocketsAndRingsAtMostAsync(int target, TimeSpan timeout) => WaitForAtMostAsync(CountSocketsAndRings, target, timeout);
 }

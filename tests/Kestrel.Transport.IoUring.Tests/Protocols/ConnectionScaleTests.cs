@@ -97,14 +97,14 @@ public sealed class ConnectionScaleTests(ITestOutputHelper output)
         listener.InstrumentPublished = (instrument, l) =>
         {
             if (meterFactory is not null && instrument.Meter.Name == "Kestrel.Transport.IoUring" && ReferenceEquals(instrument.Meter.Scope, meterFactory)
-                && instrument.Name is "iouring.connections.total" or "iouring.connections.active")
+                && instrument.Name is "iouring.connection.accepted" or "iouring.connection.active")
             {
                 l.EnableMeasurementEvents(instrument);
             }
         };
         listener.SetMeasurementEventCallback<long>((instrument, value, _, _) =>
         {
-            if (instrument.Name == "iouring.connections.total")
+            if (instrument.Name == "iouring.connection.accepted")
             {
                 Interlocked.Add(ref accepted, value);
             }

@@ -243,7 +243,7 @@ public sealed class DirectSendTests
     {
         var deadline = DateTime.UtcNow.AddSeconds(15);
         long active;
-        while ((active = metrics.Observe("iouring.connections.active")) > 0 && DateTime.UtcNow < deadline)
+        while ((active = metrics.Observe("iouring.connection.active")) > 0 && DateTime.UtcNow < deadline)
         {
             await Task.Delay(20);
         }

@@ -1,6 +1,7 @@
 using Kestrel.Transport.IoUring.Tests.Infrastructure;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.TestHost;
 using Microsoft.Extensions.Configuration;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.Extensions.DependencyInjection;
@@ -37,7 +38,45 @@ public sealed class OptionsAndFallbackTests
         var validation = e as OptionsValidationException ?? e.InnerException as OptionsValidationException
             ?? (e.InnerException?.InnerException as OptionsValidationException);
         Assert.NotNull(validation);
-        Assert.Contains($"IoUringTransportOptions.{option}", validation!.Message);
+        // The property and the configuration key, and no "256.; " between failures.
+        Assert.Contains($"IoUringTransportOptions.{option} (Kestrel:IoUring:{option})", validation!.Message);
+        Assert.DoesNotContain(".;", validation.Message);
+    }
+
+    [Fact]
+    public async Task ASubmissionQueueTooLargeForTheCompletionQueueNamesBothAndWhatToChange()
+    {
+        var e = await Assert.ThrowsAnyAsync<OptionsValidationException>(() => StartTestHostAsync(new() { ["Kestrel:IoUring:SubmissionQueueSize"] = "8192" }));
+        string failure = Assert.Single(e.Failures);
+        Assert.Contains("IoUringTransportOptions.CompletionQueueSize (Kestrel:IoUring:CompletionQueueSize) is 8192", failure);
+        Assert.Contains("IoUringTransportOptions.SubmissionQueueSize (Kestrel:IoUring:SubmissionQueueSize), which is 8192", failure);
+        Assert.Contains("raise CompletionQueueSize to 16384 or lower SubmissionQueueSize to 4096", failure);
+    }
+
+    [Fact]
+    public async Task InvalidOptionsFailWhenTheHostStartsBeforeAnyBind()
+    {
+        // TestServer binds nothing: only ValidateOnStart can fail this start.
+        var e = await Assert.ThrowsAnyAsync<OptionsValidationException>(() => StartTestHostAsync(new()
+        {
+            ["Kestrel:IoUring:RingCount"] = "0",
+            ["Kestrel:IoUring:Backlog"] = "0",
+        }));
+        Assert.Equal(2, e.Failures.Count());
+        Assert.Equal(
+            "IoUringTransportOptions.RingCount (Kestrel:IoUring:RingCount) is 0; it must be between 1 and 256; "
+            + "IoUringTransportOptions.Backlog (Kestrel:IoUring:Backlog) is 0; it must be at least 1",
+            e.Message);
+    }
+
+    private static async Task StartTestHostAsync(Dictionary<string, string?> settings)
+    {
+        using var host = new HostBuilder()
+            .ConfigureAppConfiguration(c => c.AddInMemoryCollection(settings))
+            .ConfigureWebHost(web => web.UseTestServer().UseIoUring().Configure(_ => { }))
+            .Build();
+        await host.StartAsync();
+        await host.StopAsync();
     }
 
     internal static IHost BuildHostWithConfiguration(Dictionary<string, string?> settings)
@@ -110,9 +149,10 @@ public sealed class OptionsAndFallbackTests
         Assert.Contains(name, server.Factory.FallbackReason);
         using var client = server.CreateClient();
         Assert.Equal("sockets", await client.GetStringAsync("/"));
-        var warning = Assert.Single(server.Logs.Records, r => r.Category == "Kestrel.Transport.IoUring" && r.Level == LogLevel.Warning);
+        var warning = Assert.Single(server.Logs.Records, r => r.Category == TransportUnderTest.IoUringLifetimeCategory && r.Level == LogLevel.Warning);
         Assert.Equal("FallingBackToSockets", warning.EventId.Name);
         Assert.Contains(name, warning.Message);
+        Assert.DoesNotContain(".)", warning.Message); // a reason reads as part of the sentence
     }
 
     [Fact]
@@ -145,15 +185,34 @@ public sealed class OptionsAndFallbackTests
     }
 
     [Fact]
+    public async Task OnWindowsOrMacOsTheAppServesOverSocketsSayingWhyWithoutProbing()
+    {
+        await using var server = await IoUringTestServer.StartAsync(MapWhoServes, configureTransport: o =>
+        {
+            o.SimulatedOperatingSystem = "Microsoft Windows 10.0.26100";
+            o.SimulatedSetupErrno = 1; // were io_uring probed, the reason would be EPERM
+        }, requireIoUring: false);
+        Assert.False(server.Factory.IsUsingIoUring);
+        Assert.Equal("io_uring exists only on Linux and this is Microsoft Windows 10.0.26100", server.Factory.FallbackReason);
+        using var client = server.CreateClient();
+        Assert.Equal("sockets", await client.GetStringAsync("/"));
+        var warning = Assert.Single(server.Logs.Records, r => r.Category.StartsWith("Kestrel.Transport.IoUring", StringComparison.Ordinal) && r.Level > LogLevel.Debug);
+        Assert.Equal("FallingBackToSockets", warning.EventId.Name);
+        Assert.Contains("only on Linux", warning.Message);
+    }
+
+    [Fact]
     public async Task StartUpLogsOneInformationLineNamingTheRings()
     {
         await using var server = await IoUringTestServer.StartAsync(configureTransport: o => o.RingCount = 2);
-        var started = Assert.Single(server.Logs.Records, r => r.Category == "Kestrel.Transport.IoUring" && r.EventId.Name == "TransportStarted");
+        var started = Assert.Single(server.Logs.Records, r => r.Category == TransportUnderTest.IoUringLifetimeCategory && r.EventId.Name == "TransportStarted");
         Assert.Equal(LogLevel.Information, started.Level);
         Assert.Contains("2 ring(s)", started.Message);
         Assert.Contains("multishot accept", started.Message);
         Assert.Contains("DeferTaskRun", started.Message);
-        Assert.DoesNotContain(server.Logs.Records, r => r.Category == "Kestrel.Transport.IoUring" && r.Level >= LogLevel.Warning);
+        Assert.DoesNotContain(server.Logs.Records, r => r.Category.StartsWith("Kestrel.Transport.IoUring", StringComparison.Ordinal) && r.Level >= LogLevel.Warning);
+        // The connection category stays as quiet as Sockets': the start-up line is not in it.
+        Assert.DoesNotContain(server.Logs.Records, r => r.Category == TransportUnderTest.IoUringCategory && r.Level > LogLevel.Debug);
     }
 }
 

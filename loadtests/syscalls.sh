@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Syscalls per request of the server, for Sockets, io_uring default and io_uring Inline, under load:
+#
+#   loadtests/syscalls.sh            # plaintext-c64 and pipelined-c256; prints Markdown tables (top syscalls + total)
+#
+# Counts with `perf stat -e 'syscalls:sys_enter_*' -e context-switches -p PID` (kernel tracepoints: cheap, unlike strace, which stops the
+# server at every syscall) over WINDOW seconds in the middle of a load of WINDOW + 2 s, after WARMUP s of load on a
+# fresh server; requests in the window = the load tool's req/s x WINDOW. Needs root (or perf_event_paranoid <= -1)
+# and tracefs. Knobs: SCENARIOS="plaintext-c64 pipelined-c256" ROWS="sockets:default iouring:default iouring:inline"
+# WARMUP=5 WINDOW=5 TOP=8 PORT SERVER_CPU CLIENT_CPU RAW_DIR (raw outputs; default loadtests/results/raw/syscalls-<time>).
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$HERE/.." && pwd)"
+SCENARIOS="${SCENARIOS:-plaintext-c64 pipelined-c256}"
+ROWS="${ROWS:-sockets:default iouring:default iouring:inline}"
+WARMUP="${WARMUP:-5}"
+WINDOW="${WINDOW:-5}"
+TOP="${TOP:-8}"
+BASE_TOOL=wrk
+# shellcheck source=lib.sh
+source "$HERE/lib.sh"
+RAW="${RAW_DIR:-$HERE/results/raw/syscalls-$(date +%Y%m%d-%H%M%S)}"
+mkdir -p "$RAW"
+
+require_commands dotnet python3 taskset curl wrk perf openssl ss
+perf stat -e 'syscalls:sys_enter_getpid' -- true >/dev/null 2>&1 \
+  || die "perf cannot read the syscalls:* tracepoints here (needs root or perf_event_paranoid <= -1, and tracefs)"
+[[ -n "${SERVER_DLL:-}" ]] || build_server
+make_certificate "$RAW"
+trap stop_server EXIT
+
+for scenario in $SCENARIOS; do
+  for row in $ROWS; do
+    transport="${row%%:*}"; variant="${row#*:}"; tag="$scenario-$variant-$transport"
+    start_server "$transport" "$variant" "$RAW/$tag.server.log" || { log "skipping $tag: options refused"; continue; }
+    run_load "$scenario" "$WARMUP" "$RAW/$tag.warmup.txt" >/dev/null
+    run_load "$scenario" "$((WINDOW + 2))" "$RAW/$tag.load.txt" >/dev/null &
+    load_pid=$!
+    sleep 1
+    perf stat -x, -e 'syscalls:sys_enter_*' -e context-switches -p "$SERVER_PID" -o "$RAW/$tag.perf.csv" -- sleep "$WINDOW" >/dev/null 2>&1 \
+      || log "perf stat failed for $tag (see $RAW/$tag.perf.csv)"
+    wait "$load_pid"
+    stop_server
+    log "  $tag: $(grep -m1 -E 'Requests/sec|finished in' "$RAW/$tag.load.txt" || echo 'no requests/s')"
+  done
+done
+
+python3 - "$RAW" "$WINDOW" "$TOP" "$SCENARIOS" "$ROWS" <<'PY'
+import os, re, sys
+raw, window, top, scenarios, rows = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4].split(), sys.argv[5].split()
+titles = {"sockets:default": "Sockets", "iouring:default": "io_uring default", "iouring:inline": "io_uring Inline",
+          "iouring:ringsends": "io_uring ring-only sends"}
+print(f"Server syscalls per request (`perf stat -e 'syscalls:sys_enter_*' -e context-switches -p PID`, {window:g} s window "
+      "under load; requests = the load tool's req/s x window). Top syscalls by count, the total of all, and the server's "
+      "context switches per request.")
+for sc in scenarios:
+    cols = {}
+    for row in rows:
+        transport, variant = row.split(":")
+        tag = f"{sc}-{variant}-{transport}"
+        try:
+            load = open(os.path.join(raw, tag + ".load.txt")).read()
+            counts, switches = {}, 0
+            for line in open(os.path.join(raw, tag + ".perf.csv")):
+                parts = line.strip().split(",")
+                if len(parts) > 2 and parts[2].startswith("syscalls:sys_enter_") and parts[0].isdigit():
+                    counts[parts[2][len("syscalls:sys_enter_"):]] = int(parts[0])
+                elif len(parts) > 2 and parts[2] == "context-switches" and parts[0].isdigit():
+                    switches = int(parts[0])
+        except OSError:
+            continue
+        m = re.search(r"Requests/sec:\s+([\d.]+)", load) or re.search(r"finished in \S+, ([\d.]+) req/s", load)
+        if not m or not counts:
+            continue
+        requests = float(m.group(1)) * window
+        cols[row] = ({k: v / requests for k, v in counts.items()}, requests, switches / requests)
+    if not cols:
+        print(f"\n{sc}: no data")
+        continue
+    names = sorted({k for c, *_ in cols.values() for k in c}, key=lambda k: -max(c.get(k, 0) for c, *_ in cols.values()))
+    names = [n for n in names if max(c.get(n, 0) for c, *_ in cols.values()) > 0][:top]
+    print(f"\n**{sc}**\n")
+    print("| syscall | " + " | ".join(titles.get(r, r) for r in cols) + " |")
+    print("|---|" + "--:|" * len(cols))
+    for n in names:
+        print(f"| {n} | " + " | ".join(f"{c.get(n, 0):.3f}" for c, *_ in cols.values()) + " |")
+    print("| **total** | " + " | ".join(f"**{sum(c.values()):.3f}**" for c, *_ in cols.values()) + " |")
+    print("| context switches | " + " | ".join(f"{x:.3f}" for _, _, x in cols.values()) + " |")
+    print("| requests in the window | " + " | ".join(f"{r:,.0f}" for _, r, _ in cols.values()) + " |")
+PY

@@ -1,0 +1,85 @@
+using Kestrel.Transport.IoUring.Abi;
+using Kestrel.Transport.IoUring.Core;
+using Microsoft.AspNetCore.Connections;
+
+namespace Kestrel.Transport.IoUring.Transport;
+
+// What happens to a connection when the transport's own code fails: an exception while serving it ends this connection
+// alone; a ring that cannot go on ends all of its connections without another SQE.
+internal sealed partial class IoUringConnection
+{
+    // ================================================================================================================
+    // Contained failures (ring thread)
+    // ================================================================================================================
+
+    /// <summary>An exception escaped a work item or completion handler of this connection: abort it (RST), the ring carries on.</summary>
+    public void FailContained(Exception error)
+    {
+        _log.ConnectionFailed(ConnectionId, error);
+        AbortOnRingThread(new ConnectionAbortedException("The io_uring transport failed while serving this connection.", error));
+    }
+
+    // ================================================================================================================
+    // Ring failure (ring thread): reset, drain, close
+    // ================================================================================================================
+
+    private bool _descriptorFree; // no direct send uses the descriptor any more (set when the ring fails)
+
+    /// <summary>True while the kernel may still use memory of this connection: its recv (provided buffers), its send (pinned pipe memory, the msghdr) or a zero-copy notification.</summary>
+    public bool KernelHoldsRequests => _receiver.KernelHoldsRecv || _sender.KernelHoldsSend;
+
+    /// <summary>
+    /// Its ring cannot go on: the close will be abortive (RST), the application's input completes with
+    /// <paramref name="reason"/> and ConnectionClosed fires. Prepares no SQE: the ring takes none any more.
+    /// </summary>
+    public void OnRingFailed(ConnectionAbortedException reason)
+    {
+        if (_phase == ConnectionPhase.Closed)
+        {
+            return;
+        }
+        _shutdownReason ??= reason;
+        _phase = ConnectionPhase.ShuttingDownWithRst;
+        _descriptorFree = _sender.StopForRingFailure();
+        _log.ConnectionWriteRst(ConnectionId, reason.Message);
+        SocketOptions.SetLingerZero(_fd);
+        _receiver.CompleteAfterRingFailure(reason);
+    }
+
+    /// <summary>A completion reaped while the failed ring drains: only notes which requests the kernel has let go of.</summary>
+    public void OnCompletionWhileDraining(in IoUringCqe cqe)
+    {
+        if (UserData.KindOf(cqe.UserData) == OperationKind.Receive)
+        {
+            _receiver.OnCompletionWhileDraining(cqe);
+        }
+        else
+        {
+            _sender.OnCompletionWhileDraining(cqe);
+        }
+    }
+
+    /// <summary>
+    /// The failed ring has drained: close the descriptor (linger 0: RST). When the kernel let go of every request
+    /// (<paramref name="kernelQuiet"/>), the send memory goes back to the pool; otherwise it stays pinned and
+    /// referenced for good, since the kernel may still read it.
+    /// </summary>
+    public void FinishRingFailure(bool kernelQuiet)
+    {
+        if (_phase == ConnectionPhase.Closed)
+        {
+            return;
+        }
+        _phase = ConnectionPhase.Closed;
+        _sender.EndAfterRingFailure(kernelQuiet, _shutdownReason!);
+        if (_descriptorFree)
+        {
+            LinuxSyscalls.Close(_fd);
+            _context.Descriptors.OnClosed();
+        }
+        // else a direct send on another thread still uses the descriptor: it stays open rather than be reused under it
+        _ring.ReleaseConnection(this);
+        _ring.Metrics.OnConnectionClosed();
+        _socketClosed.TrySetResult();
+    }
+}

@@ -1,0 +1,87 @@
+using Kestrel.Transport.IoUring.Abi;
+using Kestrel.Transport.IoUring.Core;
+using Kestrel.Transport.IoUring.Transport;
+
+namespace Kestrel.Transport.IoUring.Tests.Infrastructure;
+
+/// <summary>Ways to make a ring fail on demand, each through the path a real failure takes.</summary>
+public enum RingFault
+{
+    /// <summary>io_uring_enter fails with an errno the loop does not expect (EINVAL).</summary>
+    EnterError,
+
+    /// <summary>io_uring_enter reports lost completions (EBADR).</summary>
+    LostCompletions,
+
+    /// <summary>The SQ is full and a submit cannot make room.</summary>
+    SubmissionQueueFull,
+
+    /// <summary>The CQ's shared tail holds a value the kernel never writes.</summary>
+    CorruptedCompletionQueue,
+}
+
+/// <summary>Runs test code on a ring's own thread (the only thread that may touch its SQ), and waits for it.</summary>
+internal static class RingAccess
+{
+    public static Task<T> RunOnRingAsync<T>(RingThread ring, Func<RingThread, T> action)
+    {
+        var done = new TaskCompletionSource<T>(TaskCreationOptions.RunContinuationsAsynchronously);
+        ring.Post(_ =>
+        {
+            try
+            {
+                done.SetResult(action(ring));
+            }
+            catch (Exception e)
+            {
+                done.SetException(e);
+            }
+        }, null);
+        return done.Task.WaitAsync(TimeSpan.FromSeconds(20));
+    }
+
+    /// <summary>Makes the ring's next <paramref name="count"/> io_uring_enter calls fail with -<paramref name="errno"/>, nothing submitted.</summary>
+    public static void FailNextEnters(RingThread ring, int errno, int count = 1)
+    {
+        int left = count;
+        ring.Ring.SimulatedEnterError = () => left-- > 0 ? -errno : 0;
+    }
+
+    /// <summary>Makes <paramref name="ring"/> fail the way <paramref name="fault"/> says; returns once the fault is in place.</summary>
+    public static async Task InjectAsync(RingThread ring, RingFault fault)
+    {
+        try
+        {
+            await RunOnRingAsync(ring, r => Apply(r, fault));
+        }
+        catch (IoUringException) when (fault == RingFault.SubmissionQueueFull)
+        {
+            // expected: that is the failure
+        }
+    }
+
+    private static unsafe bool Apply(RingThread r, RingFault fault)
+    {
+        switch (fault)
+        {
+            case RingFault.EnterError:
+                FailNextEnters(r, Errno.EINVAL);
+                break;
+            case RingFault.LostCompletions:
+                FailNextEnters(r, Errno.EBADR);
+                break;
+            case RingFault.SubmissionQueueFull:
+                while (r.Ring.TryGetSqe(out IoUringSqe* sqe))
+                {
+                    SqePreparation.PrepareNop(sqe, UserData.Encode(OperationKind.Nop, 0, 0));
+                }
+                FailNextEnters(r, Errno.EBUSY);
+                r.Ring.GetSqe(); // throws: the SQ stayed full
+                break;
+            case RingFault.CorruptedCompletionQueue:
+                r.Ring.CorruptCompletionTailForTesting();
+                break;
+        }
+        return true;
+    }
+}
