@@ -33,8 +33,9 @@ internal enum SenderState
 /// The send direction of one connection: a loop that drains the output pipe, one send at a time.
 /// <para>
 /// With direct sends (<see cref="SendPathMode.Direct"/>) the output pipe resumes the loop on the thread that flushed
-/// (<see cref="FlushingThreadScheduler"/>), and that thread sends at once with a non-blocking send(2) on the socket's
-/// ordinary descriptor, as the Sockets transport does. What the kernel does not take (a full socket buffer: EAGAIN or
+/// (<see cref="FlushingThreadScheduler"/>: inline for its first flush of a work item, from its local queue when that
+/// work item ends for the flushes that follow, so flushes in a row leave in one send), and that thread sends with a
+/// non-blocking send(2) on the socket's ordinary descriptor, as the Sockets transport does. What the kernel does not take (a full socket buffer: EAGAIN or
 /// a partial send) moves the loop to the ring thread, which sends the rest through the ring and keeps sending through
 /// the ring while more is already waiting; once the output is drained, the next flush sends directly again. An error
 /// moves the loop to the ring thread too, where it is classified exactly like a ring send's. Zero-copy sends always

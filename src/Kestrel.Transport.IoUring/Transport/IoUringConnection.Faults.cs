@@ -26,7 +26,7 @@ internal sealed partial class IoUringConnection
     private bool _descriptorFree; // no direct send uses the descriptor any more (set when the ring fails)
 
     /// <summary>True while the kernel may still use memory of this connection: its recv (provided buffers), its send (pinned pipe memory, the msghdr) or a zero-copy notification.</summary>
-    public bool KernelHoldsRequests => _receiveArmed || _sender.KernelHoldsSend;
+    public bool KernelHoldsRequests => _receiver.KernelHoldsRecv || _sender.KernelHoldsSend;
 
     /// <summary>
     /// Its ring cannot go on: the close will be abortive (RST), the application's input completes with
@@ -34,20 +34,16 @@ internal sealed partial class IoUringConnection
     /// </summary>
     public void OnRingFailed(ConnectionAbortedException reason)
     {
-        if (_closed)
+        if (_phase == ConnectionPhase.Closed)
         {
             return;
         }
         _shutdownReason ??= reason;
+        _phase = ConnectionPhase.ShuttingDownWithRst;
         _descriptorFree = _sender.StopForRingFailure();
         _log.ConnectionWriteRst(ConnectionId, reason.Message);
         SocketOptions.SetLingerZero(_fd);
-        if (!_receiveDone)
-        {
-            _receiveDone = true;
-            _input.Complete(reason);
-            FireConnectionClosed();
-        }
+        _receiver.CompleteAfterRingFailure(reason);
     }
 
     /// <summary>A completion reaped while the failed ring drains: only notes which requests the kernel has let go of.</summary>
@@ -55,7 +51,7 @@ internal sealed partial class IoUringConnection
     {
         if (UserData.KindOf(cqe.UserData) == OperationKind.Receive)
         {
-            _receiveArmed &= cqe.HasMore;
+            _receiver.OnCompletionWhileDraining(cqe);
         }
         else
         {
@@ -70,11 +66,11 @@ internal sealed partial class IoUringConnection
     /// </summary>
     public void FinishRingFailure(bool kernelQuiet)
     {
-        if (_closed)
+        if (_phase == ConnectionPhase.Closed)
         {
             return;
         }
-        _closed = true;
+        _phase = ConnectionPhase.Closed;
         _sender.EndAfterRingFailure(kernelQuiet, _shutdownReason!);
         if (_descriptorFree)
         {

@@ -13,10 +13,7 @@ internal sealed partial class IoUringConnection
     public void OnSendsEnded(Exception? shutdownReason)
     {
         Shutdown(shutdownReason);
-        if (_flushPending)
-        {
-            _input.CancelPendingFlush(); // un-pause a receive waiting on back-pressure
-        }
+        _receiver.CancelPausedFlush(); // un-pause a receive waiting on back-pressure
         MaybeClose();
     }
 

@@ -34,17 +34,15 @@ internal sealed partial class IoUringConnection : ConnectionContext,
     private readonly IoUringTrace _log;
     private readonly int _fd;
     private readonly int _fixedSlot;
-    private readonly ulong _receiveUserData;
     private readonly ulong _cancelUserData;
 
     private readonly IDuplexPipe _originalTransport; // the application's ends, even if middleware replaces Transport
-    private readonly PipeWriter _input;
+    private readonly ConnectionReceiver _receiver; // the receive direction: the input pipe's writer
     private readonly ConnectionSender _sender; // the send direction: the output pipe's reader
 
     private readonly CancellationTokenSource _connectionClosedSource = new();
     private readonly TaskCompletionSource _connectionClosedFired = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly TaskCompletionSource _socketClosed = new(TaskCreationOptions.RunContinuationsAsynchronously);
-    private readonly Action _onFlushCompleted;
 
     private IFeatureCollection? _features;
     private IDictionary<object, object?>? _items;
@@ -53,16 +51,8 @@ internal sealed partial class IoUringConnection : ConnectionContext,
     private int _abortRequested;
 
     // ---- ring-thread state ----
-    private Exception? _shutdownReason;
-    private bool _sendFinOnClose;
-    private bool _closed;
-
-    private bool _receiveArmed;
-    private bool _receiveDone;
-    private ValueTask<FlushResult> _pendingFlush;
-    private bool _flushPending;
-    private bool _unflushedInput;
-    private bool _flushQueued;
+    private ConnectionPhase _phase;
+    private Exception? _shutdownReason; // set with the phase leaving Open: why the connection ends
 
     public IoUringConnection(RingThread ring, IoUringConnectionListener listener, int slot, uint generation,
         int fd, int fixedSlot, EndPoint? localEndPoint, EndPoint? remoteEndPoint)
@@ -73,7 +63,6 @@ internal sealed partial class IoUringConnection : ConnectionContext,
         Slot = slot;
         _fd = fd;
         _fixedSlot = fixedSlot;
-        _receiveUserData = UserData.Encode(OperationKind.Receive, generation, slot);
         _cancelUserData = UserData.Encode(OperationKind.Cancel, generation, slot);
         LocalEndPoint = localEndPoint;
         RemoteEndPoint = remoteEndPoint;
@@ -81,12 +70,12 @@ internal sealed partial class IoUringConnection : ConnectionContext,
 
         var input = new Pipe(ring.InputPipeOptions);
         var output = new Pipe(ring.CreateOutputPipeOptions());
-        _input = input.Writer;
+        _receiver = new ConnectionReceiver(this, ring, input.Writer, fixedSlot >= 0 ? fixedSlot : fd, fixedSlot >= 0,
+            UserData.Encode(OperationKind.Receive, generation, slot), _cancelUserData);
         _sender = new ConnectionSender(this, ring, output.Reader, fd, fixedSlot,
             UserData.Encode(OperationKind.Send, generation, slot), _cancelUserData);
         Transport = _originalTransport = new DuplexPipe(input.Reader, output.Writer);
         ConnectionClosed = _connectionClosedSource.Token;
-        _onFlushCompleted = OnFlushCompleted;
     }
 
     public int Slot { get; }
@@ -166,13 +155,13 @@ internal sealed partial class IoUringConnection : ConnectionContext,
 
     public void Start()
     {
-        ArmReceive();
+        _receiver.Arm();
         _ = _sender.RunAsync();
     }
 
     public void AbortOnRingThread(ConnectionAbortedException? reason)
     {
-        if (_closed)
+        if (_phase == ConnectionPhase.Closed)
         {
             return;
         }
@@ -187,7 +176,7 @@ internal sealed partial class IoUringConnection : ConnectionContext,
     /// <summary>Ends the connection once: FIN for a graceful end (reason null), RST for an error or abort.</summary>
     private void Shutdown(Exception? reason)
     {
-        if (_shutdownReason is not null || _closed)
+        if (_phase != ConnectionPhase.Open)
         {
             return;
         }
@@ -198,38 +187,49 @@ internal sealed partial class IoUringConnection : ConnectionContext,
             _log.ConnectionWriteRst(ConnectionId, reason.Message);
             // Linger 0 makes the final close abortive; the close itself waits until the kernel holds no request.
             SocketOptions.SetLingerZero(_fd);
+            _phase = ConnectionPhase.ShuttingDownWithRst;
         }
         else
         {
             _log.ConnectionWriteFin(ConnectionId, _shutdownReason.Message);
-            _sendFinOnClose = true; // SHUTDOWN goes out linked before the close, once the kernel holds no request of ours
+            // SHUTDOWN goes out linked before the close, once the kernel holds no request of ours.
+            _phase = ConnectionPhase.ShuttingDownWithFin;
         }
 
-        CancelReceive();
+        _receiver.Stop();
         _sender.Stop();
-        if (_flushPending)
-        {
-            _input.CancelPendingFlush(); // OnFlushCompleted then ends receiving
-        }
-        else if (!_receiveArmed)
-        {
-            CompleteReceive(null);
-        }
     }
 
     /// <summary>Closes the descriptor once the connection is shut down and the kernel holds none of its requests.</summary>
-    private void MaybeClose()
+    public void MaybeClose()
     {
         // The sender's Done also means no direct send can still be using the descriptor.
-        if (_closed || _shutdownReason is null || !_sender.IsDone || _receiveArmed || _flushPending)
+        if (_phase is ConnectionPhase.Open or ConnectionPhase.Closed || !_sender.IsDone || !_receiver.IsSettled)
         {
             return;
         }
-        _closed = true;
-        CompleteReceive(null);
-        _ring.CloseSocket(_fd, _fixedSlot, _sendFinOnClose);
+        bool sendFin = _phase == ConnectionPhase.ShuttingDownWithFin;
+        _phase = ConnectionPhase.Closed;
+        _receiver.Complete(null);
+        _ring.CloseSocket(_fd, _fixedSlot, sendFin);
         _ring.ReleaseConnection(this);
         _ring.Metrics.OnConnectionClosed();
         _socketClosed.TrySetResult();
     }
+}
+
+/// <summary>Where a connection is in its life (ring thread).</summary>
+internal enum ConnectionPhase
+{
+    /// <summary>Receiving and sending.</summary>
+    Open,
+
+    /// <summary>Ending gracefully: once the kernel holds none of its requests, SHUTDOWN (FIN) then close.</summary>
+    ShuttingDownWithFin,
+
+    /// <summary>Ending abortively: linger 0 is set, so the close sends RST once the kernel holds none of its requests.</summary>
+    ShuttingDownWithRst,
+
+    /// <summary>The close chain has been submitted; the slot is free for another connection.</summary>
+    Closed,
 }

@@ -18,11 +18,12 @@ public sealed class ThreadPoolStarvationTests
     [Theory]
     [InlineData(SendPathMode.Direct)]
     [InlineData(SendPathMode.Ring)]
-    public async Task AResponseFlushedWhileEveryPoolThreadIsBlockedStillReachesTheClient(SendPathMode mode)
+    public async Task AResponseFlushedByAThreadThatThenBlocksWhileEveryPoolThreadIsBlockedStillReachesTheClient(SendPathMode mode)
     {
         // Never disposed: pool items still queued when the test ends wait on them.
         var handlerStarted = new ManualResetEventSlim();
         var gate = new ManualResetEventSlim();
+        var clientGotIt = new ManualResetEventSlim();
         await using var server = await IoUringTestServer.StartAsync(app => app.Run(context =>
         {
             handlerStarted.Set();
@@ -31,6 +32,8 @@ public sealed class ThreadPoolStarvationTests
             // Synchronously, on this pool thread, while no other pool thread is free: the write completes into the
             // output pipe at once; what remains is the transport's part.
             context.Response.WriteAsync("alive").GetAwaiter().GetResult();
+            // And this thread blocks on: the response must leave without it, as no pool thread is free.
+            clientGotIt.Wait(TimeSpan.FromSeconds(60));
             return Task.CompletedTask;
         }), configureTransport: o => o.SendPath = mode);
 
@@ -63,6 +66,7 @@ public sealed class ThreadPoolStarvationTests
         }
         finally
         {
+            clientGotIt.Set();
             release.Set();
         }
     }
