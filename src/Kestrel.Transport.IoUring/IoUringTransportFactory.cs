@@ -186,7 +186,7 @@ public sealed class IoUringTransportFactory : IConnectionListenerFactory, IConne
         if (o.IncrementalReceiveBuffers && !rings[0].Buffers.IsIncremental) disabled.Add("incremental receive buffers (not supported by this kernel)");
         return $"{rings.Length} ring(s) on Linux {caps.KernelRelease}, SQ {rings[0].Ring.SubmissionQueueEntries} / CQ {rings[0].Ring.CompletionQueueEntries}; "
             + $"application code on the {(o.ApplicationScheduling == ApplicationSchedulingMode.Inline ? "ring threads (inline)" : "thread pool")}; "
-            + $"sends {(rings[0].Context.SendsFromFlushingThread ? "direct from the flushing thread, through the ring when the socket is full" : "through the ring")}; "
+            + $"sends {SendPathSummary(rings[0].Context.SendsFromFlushingThread, o.ApplicationScheduling)}; "
             + $"features: {features}"
             + (disabled.Count > 0 ? $"; not used: {string.Join(", ", disabled)}" : "");
     }
@@ -233,4 +233,11 @@ public sealed class IoUringTransportFactory : IConnectionListenerFactory, IConne
         }
         _metrics?.Dispose();
     }
+
+    private static string SendPathSummary(bool direct, ApplicationSchedulingMode scheduling) => (direct, scheduling) switch
+    {
+        (false, _) => "through the ring",
+        (true, ApplicationSchedulingMode.Inline) => "through the ring from the ring threads, direct from any other flushing thread (HTTP/2 streams)",
+        _ => "direct from the flushing thread, through the ring when the socket is full",
+    };
 }

@@ -4,29 +4,39 @@ namespace Kestrel.Transport.IoUring.Transport;
 
 /// <summary>
 /// The reader scheduler of one connection's output pipe when sends go out directly (<see cref="SendPathMode.Direct"/>):
-/// the send loop resumes on the thread that flushed, never on the ring thread, so a response never waits for the
-/// ring to wake up.
+/// the send loop resumes on the thread that flushed, never waiting for the ring thread to wake up.
 /// <list type="bullet">
-/// <item>On a pool thread, the first flush of the current work item sends at once, inline; flushes that follow within
-/// the same work item (pipelined requests, HTTP/2 streams, TLS records) go to the thread's own local queue and leave
-/// together, in one send, as soon as the work item ends. So a response is never held back by whatever its thread does
-/// next (it may block), and responses flushed in a row cost one send, as with the Sockets transport, not one per
-/// flush. The local queue is served by its own thread first, so a starved pool does not delay it.</item>
-/// <item>Any other thread (a dedicated thread, a timer) runs it inline.</item>
-/// <item>A continuation scheduled from the ring's own thread (an abort cancelling the pending read) is queued behind
-/// the ring's current work, never run re-entrantly.</item>
+/// <item>On a pool thread, a connection starts in <see cref="FlushSendMode.AtOnce"/>: its flush sends at once, inline,
+/// so a response is never held back by whatever its thread does next (it may block). Once the connection flushes a
+/// second time within one work item (pipelined requests, HTTP/2 streams, TLS records: Kestrel flushes once per
+/// response), it moves to <see cref="FlushSendMode.AfterWorkItem"/> for good: its sends wait for the end of the work
+/// item on the thread's own local queue, so every response written in one go leaves in one send(2), as with the
+/// Sockets transport (whose send loop also runs after the flushing code). The local queue is served by its own thread
+/// before the pool's global queue, so a starved pool does not delay it.</item>
+/// <item>Any other thread (a dedicated thread, a timer) sends inline.</item>
+/// <item>The ring's own thread (Inline scheduling, or an abort cancelling the pending read) queues the loop behind the
+/// ring's current work, never re-entrantly; the loop then sends through the ring.</item>
 /// </list>
 /// One per connection: the pipe has one reader, so at most one send-loop continuation is pending at a time, and this
-/// object is itself the work item that carries it (no allocation per deferred send).
+/// object is itself the work item that carries it (no allocation per deferred send). Only the thread that flushed
+/// touches the mode fields (the output pipe has one writer at a time).
 /// </summary>
 internal sealed class FlushingThreadScheduler(RingThread ring) : PipeScheduler, IThreadPoolWorkItem
 {
     [ThreadStatic]
     private static WorkItemBoundary? t_boundary;
 
+    // Flushing thread only.
+    private FlushSendMode _mode = FlushSendMode.AtOnce;
+    private WorkItemBoundary? _lastInlineSendBoundary;
+    private long _lastInlineSendWorkItem;
+
+    // The deferred continuation: written before the work item is queued, read when it runs.
     private Action<object?>? _action;
     private object? _state;
     private int _queued;
+
+    public FlushSendMode Mode => _mode;
 
     public override void Schedule(Action<object?> action, object? state)
     {
@@ -34,11 +44,38 @@ internal sealed class FlushingThreadScheduler(RingThread ring) : PipeScheduler, 
         {
             ring.Schedule(action, state);
         }
-        else if (!Thread.CurrentThread.IsThreadPoolThread || (t_boundary ??= new WorkItemBoundary()).TryOpen())
+        else if (!Thread.CurrentThread.IsThreadPoolThread)
         {
             action(state);
         }
-        else if (Interlocked.CompareExchange(ref _queued, 1, 0) == 0)
+        else if (_mode == FlushSendMode.AtOnce && !IsSecondSendOfThisWorkItem())
+        {
+            action(state);
+        }
+        else
+        {
+            _mode = FlushSendMode.AfterWorkItem;
+            Defer(action, state);
+        }
+    }
+
+    /// <summary>Notes that this connection sends inline in the current work item; true if it already did.</summary>
+    private bool IsSecondSendOfThisWorkItem()
+    {
+        WorkItemBoundary boundary = t_boundary ??= new WorkItemBoundary();
+        long workItem = boundary.Current();
+        if (ReferenceEquals(boundary, _lastInlineSendBoundary) && workItem == _lastInlineSendWorkItem)
+        {
+            return true;
+        }
+        _lastInlineSendBoundary = boundary;
+        _lastInlineSendWorkItem = workItem;
+        return false;
+    }
+
+    private void Defer(Action<object?> action, object? state)
+    {
+        if (Interlocked.CompareExchange(ref _queued, 1, 0) == 0)
         {
             _action = action;
             _state = state;
@@ -61,25 +98,36 @@ internal sealed class FlushingThreadScheduler(RingThread ring) : PipeScheduler, 
     }
 
     /// <summary>
-    /// One per pool thread: open while that thread has sent inline in its current work item. It closes itself when the
-    /// thread reaches the local queue item queued on opening (or when another thread steals that item, which only
-    /// ends the coalescing early).
+    /// One per pool thread: numbers the work items in which that thread's connections sent inline. The number stays
+    /// while the thread is in the same work item: opening queues an item on the thread's local queue, which closes it
+    /// when the thread gets there (or when another thread steals it, which only starts a new number early).
     /// </summary>
     private sealed class WorkItemBoundary : IThreadPoolWorkItem
     {
+        private long _workItem;
         private volatile bool _open;
 
-        public bool TryOpen()
+        public long Current()
         {
-            if (_open)
+            if (!_open)
             {
-                return false;
+                _open = true;
+                _workItem++;
+                System.Threading.ThreadPool.UnsafeQueueUserWorkItem(this, preferLocal: true);
             }
-            _open = true;
-            System.Threading.ThreadPool.UnsafeQueueUserWorkItem(this, preferLocal: true);
-            return true;
+            return _workItem;
         }
 
         public void Execute() => _open = false;
     }
+}
+
+/// <summary>When a connection's flush on a pool thread sends (see <see cref="FlushingThreadScheduler"/>).</summary>
+internal enum FlushSendMode
+{
+    /// <summary>At once, inline in the flush: one flush per work item (request, response, next request).</summary>
+    AtOnce,
+
+    /// <summary>At the end of the flushing work item, together with the flushes after it: several responses per work item.</summary>
+    AfterWorkItem,
 }

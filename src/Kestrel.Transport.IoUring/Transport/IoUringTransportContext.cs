@@ -30,10 +30,11 @@ internal sealed class IoUringTransportContext(
 
     /// <summary>
     /// True when the thread that flushes a connection's output sends it itself (<see cref="SendPathMode.Direct"/>).
-    /// Inline scheduling flushes on the ring thread already, where the ring's batched sends are cheaper.
+    /// With Inline scheduling HTTP/1.1 flushes on the ring thread, where the send loop stays and uses the ring; HTTP/2
+    /// streams run on the thread pool in every mode (Kestrel dispatches them there), and their flushes send directly
+    /// rather than wake the ring once per flush.
     /// </summary>
-    public bool SendsFromFlushingThread { get; } =
-        options.SendPath == SendPathMode.Direct && options.ApplicationScheduling == ApplicationSchedulingMode.ThreadPool;
+    public bool SendsFromFlushingThread { get; } = options.SendPath == SendPathMode.Direct;
 
     /// <summary>A memory pool for one ring: Kestrel's pinned block pool from DI, or the shared array pool without one.</summary>
     public MemoryPool<byte> CreateMemoryPool() => memoryPoolFactory?.Create(s_poolOptions) ?? MemoryPool<byte>.Shared;

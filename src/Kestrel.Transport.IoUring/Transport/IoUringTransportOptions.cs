@@ -27,8 +27,9 @@ public enum SendPathMode
     /// <summary>
     /// The thread that flushes a response sends it at once with a non-blocking send(2) when the connection has no send
     /// in flight, as the Sockets transport does; only what the kernel does not take at once (a full socket buffer)
-    /// goes on through the ring. A response never waits for the ring thread to wake up. Zero-copy sends and
-    /// <see cref="ApplicationSchedulingMode.Inline"/> always use the ring. The default.
+    /// goes on through the ring. A response never waits for the ring thread to wake up. Responses flushed in a row
+    /// within one work item (pipelining, HTTP/2, TLS) leave together at its end, in one send. Zero-copy sends, and
+    /// flushes on the ring thread itself (<see cref="ApplicationSchedulingMode.Inline"/> HTTP/1.1), use the ring. The default.
     /// </summary>
     Direct = 0,
 

@@ -11,7 +11,7 @@ public sealed class SendPathOptionTests
     [Theory]
     [InlineData(SendPathMode.Direct, ApplicationSchedulingMode.ThreadPool, true)]
     [InlineData(SendPathMode.Ring, ApplicationSchedulingMode.ThreadPool, false)]
-    [InlineData(SendPathMode.Direct, ApplicationSchedulingMode.Inline, false)] // inline flushes on the ring thread: the ring sends
+    [InlineData(SendPathMode.Direct, ApplicationSchedulingMode.Inline, false)] // HTTP/1.1 inline flushes on the ring thread: the ring sends
     public async Task OnlyDirectModeWithThreadPoolSchedulingSendsFromTheFlushingThread(SendPathMode mode, ApplicationSchedulingMode scheduling, bool direct)
     {
         await using var server = await IoUringTestServer.StartAsync(configureTransport: o =>
@@ -30,6 +30,10 @@ public sealed class SendPathOptionTests
         Assert.Equal(!direct, metrics.Total("iouring.sends.ring") > 0);
         var started = Assert.Single(server.Logs.Records, r => r.EventId.Name == "TransportStarted");
         Assert.Contains(direct ? "sends direct from the flushing thread" : "sends through the ring", started.Message);
+        if (scheduling == ApplicationSchedulingMode.Inline && mode == SendPathMode.Direct)
+        {
+            Assert.Contains("direct from any other flushing thread", started.Message);
+        }
     }
 
     [Fact]
