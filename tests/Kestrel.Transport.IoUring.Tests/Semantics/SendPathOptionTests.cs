@@ -12,7 +12,7 @@ public sealed class SendPathOptionTests
     [InlineData(SendPathMode.Direct, ApplicationSchedulingMode.ThreadPool, true)]
     [InlineData(SendPathMode.Ring, ApplicationSchedulingMode.ThreadPool, false)]
     [InlineData(SendPathMode.Direct, ApplicationSchedulingMode.Inline, false)] // HTTP/1.1 inline flushes on the ring thread: the ring sends
-    public async Task OnlyDirectModeWithThreadPoolSchedulingSendsFromTheFlushingThread(SendPathMode mode, ApplicationSchedulingMode scheduling, bool direct)
+    public async Task DirectModeSendsFromTheFlushingThreadAndInlineFlushesUseTheRing(SendPathMode mode, ApplicationSchedulingMode scheduling, bool direct)
     {
         await using var server = await IoUringTestServer.StartAsync(configureTransport: o =>
         {
@@ -26,8 +26,17 @@ public sealed class SendPathOptionTests
             Assert.Equal("hello", await client.GetStringAsync("/"));
         }
 
-        Assert.Equal(direct, metrics.Total("iouring.sends.direct") > 0);
-        Assert.Equal(!direct, metrics.Total("iouring.sends.ring") > 0);
+        if (scheduling == ApplicationSchedulingMode.Inline)
+        {
+            // Inline HTTP/1.1 flushes on the ring thread, which sends through the ring; a connection's first request
+            // may still run on the pool (its first read starts there), and a flush there sends directly.
+            Assert.True(metrics.Total("iouring.sends.ring") > 0);
+        }
+        else
+        {
+            Assert.Equal(direct, metrics.Total("iouring.sends.direct") > 0);
+            Assert.Equal(!direct, metrics.Total("iouring.sends.ring") > 0);
+        }
         var started = Assert.Single(server.Logs.Records, r => r.EventId.Name == "TransportStarted");
         Assert.Contains(direct ? "sends direct from the flushing thread" : "sends through the ring", started.Message);
         if (scheduling == ApplicationSchedulingMode.Inline && mode == SendPathMode.Direct)
