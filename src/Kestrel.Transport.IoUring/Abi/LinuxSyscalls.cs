@@ -49,6 +49,35 @@ internal static unsafe partial class LinuxSyscalls
 
     public static int Close(int fd) => Result(CloseRaw(fd));
 
+    [LibraryImport(Libc, EntryPoint = "opendir", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial nint OpenDir(string path);
+
+    [LibraryImport(Libc, EntryPoint = "readdir", SetLastError = true)]
+    private static partial nint ReadDir(nint dir);
+
+    [LibraryImport(Libc, EntryPoint = "closedir", SetLastError = true)]
+    private static partial int CloseDir(nint dir);
+
+    /// <summary>
+    /// Entries of a directory other than "." and "..", by readdir(3) alone: no stat per entry (the managed enumeration
+    /// stats every symlink, and each entry of /proc/self/fd is one). -1 if the directory cannot be opened.
+    /// </summary>
+    public static long CountDirectoryEntries(string path)
+    {
+        nint dir = OpenDir(path);
+        if (dir == 0)
+        {
+            return -1;
+        }
+        long count = 0;
+        while (ReadDir(dir) != 0)
+        {
+            count++;
+        }
+        CloseDir(dir);
+        return Math.Max(0, count - 2); // "." and ".."
+    }
+
     [LibraryImport(Libc, EntryPoint = "eventfd", SetLastError = true)]
     private static partial int EventFdRaw(uint initval, int flags);
 

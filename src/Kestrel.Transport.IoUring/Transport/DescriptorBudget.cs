@@ -98,20 +98,10 @@ internal sealed class DescriptorBudget
     private static long ReadLimit()
         => LinuxSyscalls.GetRLimit(LinuxSyscalls.RLimitNoFile, out var limit) < 0 ? int.MaxValue : (long)Math.Min(limit.Current, int.MaxValue);
 
-    private static long CountOpenDescriptors()
+    /// <summary>Descriptors open in the process now (the count includes the one that reads the directory); 64 if unreadable.</summary>
+    internal static long CountOpenDescriptors()
     {
-        try
-        {
-            long count = 0;
-            foreach (string _ in Directory.EnumerateFileSystemEntries("/proc/self/fd"))
-            {
-                count++;
-            }
-            return count;
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            return 64;
-        }
+        long count = LinuxSyscalls.CountDirectoryEntries("/proc/self/fd");
+        return count >= 0 ? count : 64;
     }
 }
