@@ -187,6 +187,7 @@ public sealed class IoUringTransportFactory : IConnectionListenerFactory, IConne
         return $"{rings.Length} ring(s) on Linux {caps.KernelRelease}, SQ {rings[0].Ring.SubmissionQueueEntries} / CQ {rings[0].Ring.CompletionQueueEntries}; "
             + $"application code on the {(o.ApplicationScheduling == ApplicationSchedulingMode.Inline ? "ring threads (inline)" : "thread pool")}; "
             + $"sends {SendPathSummary(rings[0].Context.SendsFromFlushingThread, o.ApplicationScheduling)}; "
+            + $"ring threads {(rings[0].SchedulingPolicy == ThreadSchedulingPolicy.Batch ? "SCHED_BATCH" : "SCHED_OTHER")}; "
             + $"features: {features}"
             + (disabled.Count > 0 ? $"; not used: {string.Join(", ", disabled)}" : "");
     }

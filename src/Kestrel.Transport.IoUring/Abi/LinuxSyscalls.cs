@@ -41,6 +41,16 @@ internal static unsafe partial class LinuxSyscalls
         return (void*)p;
     }
 
+    [LibraryImport(Libc, EntryPoint = "sched_setscheduler", SetLastError = true)]
+    private static partial int SchedSetScheduler(int pid, int policy, int* param);
+
+    /// <summary>sched_setscheduler(2) for the calling thread (pid 0 is the caller), priority 0; returns 0 or -errno.</summary>
+    public static int SetCurrentThreadSchedulingPolicy(ThreadSchedulingPolicy policy)
+    {
+        int priority = 0; // struct sched_param: the only field, 0 for the non-real-time policies
+        return SchedSetScheduler(0, (int)policy, &priority) == 0 ? 0 : -Marshal.GetLastPInvokeError();
+    }
+
     [LibraryImport(Libc, EntryPoint = "munmap", SetLastError = true)]
     public static partial int Munmap(void* addr, nuint length);
 

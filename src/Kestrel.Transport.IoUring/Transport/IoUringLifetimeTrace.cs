@@ -28,6 +28,9 @@ internal sealed partial class IoUringLifetimeTrace(ILogger logger)
     [LoggerMessage(107, LogLevel.Warning, "Ring {Ring}: SQPOLL was refused ({Error}); this ring runs in the default mode.", EventName = "SqPollUnavailable")]
     public partial void SqPollUnavailable(int ring, string error);
 
+    [LoggerMessage(113, LogLevel.Warning, "Ring {Ring}: its thread could not switch to SCHED_BATCH ({Error}); it runs under the default policy, and waking it may preempt the application's threads.", EventName = "RingThreadPolicyRefused")]
+    public partial void RingThreadPolicyRefused(int ring, string error);
+
     [LoggerMessage(108, LogLevel.Warning, "Ring {Ring}: registering send buffers failed ({Error}); sends are not registered. RLIMIT_MEMLOCK may be too low.", EventName = "RegisteredBuffersUnavailable")]
     public partial void RegisteredBuffersUnavailable(int ring, string error);
 }

@@ -31,6 +31,8 @@ internal sealed partial class IoUringTrace(ILogger logger, IoUringLifetimeTrace 
 
     public void SqPollUnavailable(int ring, string error) => Lifetime.SqPollUnavailable(ring, error);
 
+    public void RingThreadPolicyRefused(int ring, string error) => Lifetime.RingThreadPolicyRefused(ring, error);
+
     public void RegisteredBuffersUnavailable(int ring, string error) => Lifetime.RegisteredBuffersUnavailable(ring, error);
 
     public ILogger Logger => _logger;

@@ -51,6 +51,7 @@ internal sealed class IoUringTransportOptionsValidator : IValidateOptions<IoUrin
         Check(o.CreateBoundListenSocket is not null, nameof(o.CreateBoundListenSocket), null, "set it to a function or leave the default, IoUringTransportOptions.CreateDefaultBoundListenSocket");
         Check(Enum.IsDefined(o.ApplicationScheduling), nameof(o.ApplicationScheduling), o.ApplicationScheduling, "it must be ThreadPool or Inline");
         Check(Enum.IsDefined(o.SendPath), nameof(o.SendPath), o.SendPath, "it must be Direct or Ring");
+        Check(Enum.IsDefined(o.RingThreadPolicy), nameof(o.RingThreadPolicy), o.RingThreadPolicy, "it must be Batch or Normal");
         Check(Enum.IsDefined(o.WhenUnavailable), nameof(o.WhenUnavailable), o.WhenUnavailable, "it must be FallBackToSockets or Throw");
 
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);

@@ -9,6 +9,7 @@ internal sealed unsafe partial class RingThread
 {
     private void Run()
     {
+        ApplySchedulingPolicy();
         try
         {
             Initialize();

@@ -1,0 +1,120 @@
+using System.Runtime.InteropServices;
+using Kestrel.Transport.IoUring.Tests.Containers;
+using Kestrel.Transport.IoUring.Tests.Infrastructure;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Options;
+using Xunit.Abstractions;
+
+namespace Kestrel.Transport.IoUring.Tests.Semantics;
+
+/// <summary>
+/// <see cref="IoUringTransportOptions.RingThreadPolicy"/>: the kernel's own view of each ring thread's policy
+/// (/proc/self/task/TID/stat), the start-up line, configuration binding and validation, and a kernel that refuses.
+/// </summary>
+public sealed class RingThreadPolicyTests(ITestOutputHelper output)
+{
+    private const int SchedOther = 0, SchedBatch = 3;
+
+    [Theory]
+    [InlineData(null, SchedBatch, "ring threads SCHED_BATCH")]
+    [InlineData(RingThreadPolicy.Batch, SchedBatch, "ring threads SCHED_BATCH")]
+    [InlineData(RingThreadPolicy.Normal, SchedOther, "ring threads SCHED_OTHER")]
+    public async Task EveryRingThreadRunsUnderThePolicyTheOptionNames(RingThreadPolicy? policy, int kernelPolicy, string startLine)
+    {
+        await using var server = await IoUringTestServer.StartAsync(configureTransport: o =>
+        {
+            o.RingCount = 2;
+            if (policy is { } p)
+            {
+                o.RingThreadPolicy = p;
+            }
+        });
+        using var client = server.CreateClient();
+        Assert.Equal("hello", await client.GetStringAsync("/"));
+
+        Assert.Equal(2, server.Factory.Rings.Count);
+        foreach (var ring in server.Factory.Rings)
+        {
+            int tid = await RingAccess.RunOnRingAsync(ring, _ => GetThreadId());
+            Assert.Equal(kernelPolicy, KernelPolicyOf(tid));
+        }
+        var started = Assert.Single(server.Logs.Records, r => r.EventId.Name == "TransportStarted");
+        Assert.Contains(startLine, started.Message);
+    }
+
+    [Fact]
+    public async Task RingThreadPolicyBindsFromConfiguration()
+    {
+        using var host = OptionsAndFallbackTests.BuildHostWithConfiguration(new() { ["Kestrel:IoUring:RingThreadPolicy"] = "Normal" });
+        await host.StartAsync();
+        try
+        {
+            Assert.Equal(RingThreadPolicy.Normal, host.Services.GetRequiredService<IOptions<IoUringTransportOptions>>().Value.RingThreadPolicy);
+        }
+        finally
+        {
+            await host.StopAsync();
+        }
+    }
+
+    [Fact]
+    public async Task AnUnknownRingThreadPolicyFailsStartUpNamingTheOption()
+    {
+        var e = await Assert.ThrowsAnyAsync<Exception>(() => IoUringTestServer.StartAsync(configureTransport: o => o.RingThreadPolicy = (RingThreadPolicy)7));
+        var validation = e as OptionsValidationException ?? e.InnerException as OptionsValidationException;
+        Assert.NotNull(validation);
+        Assert.Contains("IoUringTransportOptions.RingThreadPolicy", validation!.Message);
+        Assert.Contains("Batch or Normal", validation.Message);
+    }
+
+    [Fact]
+    public async Task AnUnknownRingThreadPolicyInConfigurationFailsStartUpNamingTheConfigurationPath()
+    {
+        using var host = OptionsAndFallbackTests.BuildHostWithConfiguration(new() { ["Kestrel:IoUring:RingThreadPolicy"] = "Realtime" });
+        var e = await Assert.ThrowsAnyAsync<InvalidOperationException>(() => host.StartAsync());
+        Assert.Contains("Kestrel:IoUring:RingThreadPolicy", e.Message);
+    }
+
+    /// <summary>
+    /// A real seccomp filter makes sched_setscheduler fail with EPERM (as a locked-down sandbox may): the sample still
+    /// serves over io_uring, and the transport says once, by errno name, that its ring thread runs under the default policy.
+    /// </summary>
+    [SeccompFact]
+    public async Task WhenTheKernelRefusesSchedBatchTheRingWarnsOnceAndServes()
+    {
+        const string filter = """
+            import errno, os, sys, seccomp
+            f = seccomp.SyscallFilter(defaction=seccomp.ALLOW)
+            f.add_rule(seccomp.ERRNO(errno.EPERM), "sched_setscheduler")
+            f.load()
+            os.execvp(sys.argv[1], sys.argv[1:])
+            """;
+        string sample = Path.Combine(AppContext.BaseDirectory, "IoUringSample.dll");
+        using var app = ChildProcess.Start(SeccompFactAttribute.Python,
+            ["-c", filter, "dotnet", sample, "--urls", "http://127.0.0.1:0", "--Kestrel:IoUring:RingCount", "1"]);
+        Uri address = await app.ListeningAsync(TimeSpan.FromSeconds(60));
+        using var client = new HttpClient { BaseAddress = address };
+        Assert.Contains("served over io_uring", await client.GetStringAsync("/"));
+        Assert.DoesNotContain("Sockets", await client.GetStringAsync("/"));
+        output.WriteLine(app.Output);
+
+        string[] lines = app.Output.Split('\n');
+        int warning = Array.FindIndex(lines, l => l.StartsWith("warn: Kestrel.Transport.IoUring.Lifetime[113]", StringComparison.Ordinal));
+        Assert.True(warning >= 0, "no RingThreadPolicyRefused warning");
+        Assert.Contains("EPERM", lines[warning + 1]);
+        Assert.Single(lines, l => l.StartsWith("warn: Kestrel.Transport.IoUring.Lifetime[113]", StringComparison.Ordinal));
+        Assert.Contains(lines, l => l.Contains("ring threads SCHED_OTHER", StringComparison.Ordinal));
+    }
+
+    /// <summary>Field 41 of /proc/self/task/TID/stat: the thread's scheduling policy as the kernel holds it.</summary>
+    private static int KernelPolicyOf(int tid)
+    {
+        string stat = File.ReadAllText($"/proc/self/task/{tid}/stat");
+        // The command name (field 2) is parenthesised and may hold spaces ("io_uring ring 0"): count after its ')'.
+        string[] rest = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+        return int.Parse(rest[41 - 3]);
+    }
+
+    [DllImport("libc", EntryPoint = "gettid")]
+    private static extern int GetThreadId();
+}
