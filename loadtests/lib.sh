@@ -51,11 +51,12 @@ variant_options() {
   case "$1" in
     default | inline) echo "" ;;
     ringsends) echo "$RING_SENDS_OPTION" ;;
+    schedother) echo "Kestrel__IoUring__RingThreadPolicy=Normal" ;;
     sqpoll) echo "Kestrel__IoUring__SqPoll=true Kestrel__IoUring__SqPollIdleMilliseconds=100" ;;
     incremental) echo "Kestrel__IoUring__IncrementalReceiveBuffers=true Kestrel__IoUring__ReceiveBufferSize=16384 Kestrel__IoUring__ReceiveBufferCount=256" ;;
     zerocopy) echo "Kestrel__IoUring__ZeroCopySendThreshold=16384" ;;
     registered) echo "Kestrel__IoUring__ZeroCopySendThreshold=16384 Kestrel__IoUring__RegisteredSendBufferSize=4194304" ;;
-    *) die "unknown variant $1 (default inline ringsends sqpoll incremental zerocopy registered)" ;;
+    *) die "unknown variant $1 (default inline ringsends schedother sqpoll incremental zerocopy registered)" ;;
   esac
 }
 

@@ -13,8 +13,9 @@ from tools import percentile
 
 SCENARIO_ORDER = ["plaintext-c64", "plaintext-c256", "pipelined-c256", "pipelined-c1024", "json-c64", "json-c256",
                   "download-1mib-c16", "h2c-16x32", "tls-h2-16x32", "tls-h1-c64", "idle5000"]
-VARIANT_ORDER = ["default", "inline", "ringsends", "sqpoll", "incremental", "zerocopy", "registered"]
+VARIANT_ORDER = ["default", "inline", "ringsends", "schedother", "sqpoll", "incremental", "zerocopy", "registered"]
 VARIANT_TITLES = {"default": "io_uring default", "inline": "io_uring Inline", "ringsends": "io_uring ring-only sends",
+                  "schedother": "io_uring ring threads SCHED_OTHER",
                   "sqpoll": "io_uring SqPoll", "incremental": "io_uring incremental buffers", "zerocopy": "io_uring zero-copy sends",
                   "registered": "io_uring registered send buffers"}
 # Goals: io_uring's req/s over Sockets' (both with default options), per scenario; the variants each goal binds.
@@ -336,7 +337,7 @@ def svg_header(width, height, title, subtitle, warning):
     return o
 
 
-SERIES_COLORS = {"default": "#2b6cb0", "inline": "#38a169", "ringsends": "#805ad5", "sqpoll": "#718096",
+SERIES_COLORS = {"default": "#2b6cb0", "inline": "#38a169", "ringsends": "#805ad5", "schedother": "#dd6b20", "sqpoll": "#718096",
                  "incremental": "#718096", "zerocopy": "#718096", "registered": "#718096"}
 
 

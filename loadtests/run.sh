@@ -17,7 +17,8 @@
 #                        default = default options; inline = ApplicationScheduling=Inline; ringsends = every send through
 #                        the ring (the io_uring option RING_SENDS_OPTION, default Kestrel__IoUring__SendPath=Ring;
 #                        the row is skipped with a note when the server does not know the option)
-#   ADVANCED=""          extra io_uring variants, only when asked: sqpoll incremental zerocopy registered, measured on
+#   ADVANCED=""          extra io_uring variants, only when asked: schedother (ring threads under SCHED_OTHER, the policy
+#                        before RingThreadPolicy=Batch) sqpoll incremental zerocopy registered, measured on
 #                        ADVANCED_SCENARIOS (default: plaintext-c64 pipelined-c256 download-1mib-c16)
 #   STARVE_ROUNDS=2 [1]  STARVE_SECONDS=15 [5]  STARVE_TIMEOUT=30 [20]   the starvation scenario (see starvation.py)
 #   SYSCALLS=1 [0]       also count syscalls per request (loadtests/syscalls.sh) and put the table in the report
