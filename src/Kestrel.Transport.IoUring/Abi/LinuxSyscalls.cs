@@ -45,11 +45,17 @@ internal static unsafe partial class LinuxSyscalls
     private static partial int SchedSetScheduler(int pid, int policy, int* param);
 
     /// <summary>sched_setscheduler(2) for the calling thread (pid 0 is the caller), priority 0; returns 0 or -errno.</summary>
-    public static int SetCurrentThreadSchedulingPolicy(ThreadSchedulingPolicy policy)
+    public static int SetCurrentThreadSchedulingPolicy(ThreadSchedulingPolicy policy) => SetThreadSchedulingPolicy(0, policy);
+
+    /// <summary>sched_setscheduler(2) for thread <paramref name="tid"/> of this process, priority 0; returns 0 or -errno.</summary>
+    public static int SetThreadSchedulingPolicy(int tid, ThreadSchedulingPolicy policy)
     {
         int priority = 0; // struct sched_param: the only field, 0 for the non-real-time policies
-        return SchedSetScheduler(0, (int)policy, &priority) == 0 ? 0 : -Marshal.GetLastPInvokeError();
+        return SchedSetScheduler(tid, (int)policy, &priority) == 0 ? 0 : -Marshal.GetLastPInvokeError();
     }
+
+    [LibraryImport(Libc, EntryPoint = "gettid")]
+    public static partial int GetThreadId();
 
     [LibraryImport(Libc, EntryPoint = "munmap", SetLastError = true)]
     public static partial int Munmap(void* addr, nuint length);

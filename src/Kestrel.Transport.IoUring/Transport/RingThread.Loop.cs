@@ -16,6 +16,7 @@ internal sealed unsafe partial class RingThread
         }
         catch (Exception e)
         {
+            InheritedPolicyGuard.UnregisterRingThread();
             Cleanup();
             _started.TrySetException(e);
             _stopped.TrySetResult();
@@ -41,6 +42,7 @@ internal sealed unsafe partial class RingThread
         }
         finally
         {
+            InheritedPolicyGuard.UnregisterRingThread();
             Cleanup();
             if (State != RingState.Failed)
             {
@@ -93,6 +95,10 @@ internal sealed unsafe partial class RingThread
             }
             ReapCompletions();
             ThrowIfRingFailed();
+            if (SchedulingPolicy == ThreadSchedulingPolicy.Batch)
+            {
+                InheritedPolicyGuard.AfterTurn();
+            }
         }
     }
 

@@ -52,7 +52,7 @@ internal sealed unsafe partial class RingThread : PipeScheduler
         _context = context;
         Index = index;
         Metrics = context.Metrics.ForRing(index);
-        _thread = new Thread(Run) { IsBackground = true, Name = $"io_uring ring {index}" };
+        _thread = new Thread(Run) { IsBackground = true, Name = InheritedPolicyGuard.RingThreadNamePrefix + index };
         MemoryPool = context.CreateMemoryPool();
         var options = context.Options;
         long maxRead = options.MaxReadBufferSize ?? 0, maxWrite = options.MaxWriteBufferSize ?? 0;
@@ -206,6 +206,7 @@ internal sealed unsafe partial class RingThread : PipeScheduler
         {
             return;
         }
+        InheritedPolicyGuard.RegisterRingThread();
         int r = LinuxSyscalls.SetCurrentThreadSchedulingPolicy(ThreadSchedulingPolicy.Batch);
         if (r == 0)
         {

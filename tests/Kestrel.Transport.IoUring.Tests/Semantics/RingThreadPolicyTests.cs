@@ -1,6 +1,8 @@
 using System.Runtime.InteropServices;
+using Kestrel.Transport.IoUring.Abi;
 using Kestrel.Transport.IoUring.Tests.Containers;
 using Kestrel.Transport.IoUring.Tests.Infrastructure;
+using Kestrel.Transport.IoUring.Transport;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Options;
 using Xunit.Abstractions;
@@ -104,6 +106,74 @@ public sealed class RingThreadPolicyTests(ITestOutputHelper output)
         Assert.Contains("EPERM", lines[warning + 1]);
         Assert.Single(lines, l => l.StartsWith("warn: Kestrel.Transport.IoUring.Lifetime[113]", StringComparison.Ordinal));
         Assert.Contains(lines, l => l.Contains("ring threads SCHED_OTHER", StringComparison.Ordinal));
+    }
+
+    /// <summary>
+    /// A thread created by a ring thread inherits SCHED_BATCH (Linux copies the creator's policy): the guard returns
+    /// thread-pool workers, and threads still carrying a ring thread's name without being one, to SCHED_OTHER, and
+    /// leaves every other thread's policy alone.
+    /// </summary>
+    [Theory]
+    [InlineData(InheritedPolicyGuard.PoolWorkerName, SchedOther)]
+    [InlineData("io_uring ring 7", SchedOther)] // a worker that has not named itself yet
+    [InlineData("app batch work", SchedBatch)] // an application thread that chose SCHED_BATCH keeps it
+    public void ThreadsThatInheritedSchedBatchAreReturnedToSchedOther(string threadName, int expectedPolicy)
+    {
+        using var ready = new ManualResetEventSlim();
+        using var done = new ManualResetEventSlim();
+        int tid = 0, setResult = -1;
+        var thread = new Thread(() =>
+        {
+            tid = GetThreadId();
+            setResult = LinuxSyscalls.SetCurrentThreadSchedulingPolicy(ThreadSchedulingPolicy.Batch);
+            ready.Set();
+            done.Wait();
+        }) { IsBackground = true, Name = threadName };
+        thread.Start();
+        try
+        {
+            Assert.True(ready.Wait(TimeSpan.FromSeconds(10)));
+            Assert.Equal(0, setResult);
+            Assert.Equal(threadName, File.ReadAllText($"/proc/self/task/{tid}/comm").TrimEnd('\n'));
+            Assert.Equal(SchedBatch, KernelPolicyOf(tid));
+
+            InheritedPolicyGuard.ResetPoolWorkers();
+
+            Assert.Equal(expectedPolicy, KernelPolicyOf(tid));
+        }
+        finally
+        {
+            done.Set();
+            thread.Join();
+        }
+    }
+
+    /// <summary>Under load that makes the pool run work the ring threads queue, no pool worker ends up under SCHED_BATCH.</summary>
+    [Fact]
+    public async Task NoThreadPoolWorkerRunsUnderSchedBatchAfterLoad()
+    {
+        await using var server = await IoUringTestServer.StartAsync(configureTransport: o => o.RingCount = 2);
+        using var client = server.CreateClient();
+        await Task.WhenAll(Enumerable.Range(0, 200).Select(async _ => Assert.Equal("hello", await client.GetStringAsync("/"))));
+
+        var batchWorkers = Directory.EnumerateDirectories("/proc/self/task")
+            .Select(task => (Tid: int.Parse(Path.GetFileName(task)), Name: File.ReadAllText(Path.Combine(task, "comm")).TrimEnd('\n')))
+            .Where(t => t.Name == InheritedPolicyGuard.PoolWorkerName && SafePolicyOf(t.Tid) == SchedBatch)
+            .ToList();
+        Assert.Empty(batchWorkers);
+        Assert.Contains(server.Factory.Rings, r => r.SchedulingPolicy == ThreadSchedulingPolicy.Batch);
+    }
+
+    private static int SafePolicyOf(int tid)
+    {
+        try
+        {
+            return KernelPolicyOf(tid);
+        }
+        catch (IOException)
+        {
+            return -1; // the thread ended meanwhile
+        }
     }
 
     /// <summary>Field 41 of /proc/self/task/TID/stat: the thread's scheduling policy as the kernel holds it.</summary>
