@@ -135,7 +135,8 @@ public sealed class RingThreadPolicyTests(ITestOutputHelper output)
             Assert.True(ready.Wait(TimeSpan.FromSeconds(10)));
             Assert.Equal(0, setResult);
             Assert.Equal(threadName, File.ReadAllText($"/proc/self/task/{tid}/comm").TrimEnd('\n'));
-            Assert.Equal(SchedBatch, KernelPolicyOf(tid));
+            // No check that it is still SCHED_BATCH here: the ring threads of servers in tests running in parallel
+            // run the same guard whenever their pool grows, and may already have reset a pool-named thread.
 
             InheritedPolicyGuard.ResetPoolWorkers();
 
