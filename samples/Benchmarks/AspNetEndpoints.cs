@@ -36,6 +36,10 @@ public static class AspNetEndpoints
         {
             return Block(context);
         }
+        if (string.Equals(path, "/spin", StringComparison.Ordinal))
+        {
+            return Spin(context);
+        }
         context.Response.StatusCode = StatusCodes.Status404NotFound;
         return Task.CompletedTask;
     }
@@ -94,6 +98,25 @@ public static class AspNetEndpoints
             return Task.CompletedTask;
         }
         Thread.Sleep(milliseconds);
+        return Plaintext(context.Response);
+    }
+
+    /// <summary>
+    /// /spin?ms=N: keeps its pool thread busy on the CPU for N ms, as a CPU-bound handler does. loadtests/cpu-contention.sh
+    /// fires these beside trivial requests to see how long a receive waits while the core is busy.
+    /// </summary>
+    private static Task Spin(HttpContext context)
+    {
+        if (!int.TryParse(context.Request.Query["ms"].ToString(), out int milliseconds) || milliseconds < 0 || milliseconds > MaxBlockMilliseconds)
+        {
+            context.Response.StatusCode = StatusCodes.Status400BadRequest;
+            return Task.CompletedTask;
+        }
+        long end = System.Diagnostics.Stopwatch.GetTimestamp() + milliseconds * System.Diagnostics.Stopwatch.Frequency / 1000;
+        while (System.Diagnostics.Stopwatch.GetTimestamp() < end)
+        {
+            Thread.SpinWait(20);
+        }
         return Plaintext(context.Response);
     }
 

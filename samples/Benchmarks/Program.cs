@@ -4,7 +4,8 @@
 //                         [--h2c-urls http://127.0.0.1:5001] [--tls-urls https://127.0.0.1:5002 --cert cert.pem --key key.pem]
 //
 // aspnet:   the full ASP.NET Core pipeline (one terminal middleware, no routing) serving /plaintext, /json, /download?size=N
-//           and /block?ms=N (blocks its pool thread, for the thread-pool starvation scenario); HTTP/1.1 on --urls,
+//           /block?ms=N (blocks its pool thread, for the thread-pool starvation scenario) and /spin?ms=N (keeps it busy on
+//           the CPU, for loadtests/cpu-contention.sh); HTTP/1.1 on --urls,
 //           HTTP/2 with prior knowledge on --h2c-urls, HTTP/1.1 and HTTP/2 (ALPN) over TLS on --tls-urls.
 // platform: a connection middleware on the transport's pipes with Kestrel's HttpParser<T> (no HTTP stack): /plaintext and /json,
 //           pipelining supported; it exposes the transport's own cost.
