@@ -33,6 +33,7 @@ build_server
 make_certificate "$RAW"
 trap stop_server EXIT
 
+log "before the run: $(uptime) (measure on a quiet machine: load under 0.5, no builds or suites running)"
 order="$ROWS"
 for round in $(seq "$ROUNDS"); do
   log "round $round of $ROUNDS: $order"
@@ -47,39 +48,34 @@ for round in $(seq "$ROUNDS"); do
     taskset -c "$CLIENT_CPU" wrk -t1 -c"$PROBES" -d"${DURATION}s" --latency --timeout 8s "$http/plaintext" >"$RAW/$tag.probe.txt" 2>&1 || true
     wait "$spin_pid" || true
     stop_server
-    python3 - "$RAW/$tag" "$row" >>"$RAW/rows.txt" <<'PY'
-import re, sys
-base, row = sys.argv[1], sys.argv[2]
-def ms(text, pct):
-    m = re.search(rf"^\s*{pct}%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
-    if not m: return float("nan")
-    return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
-def rps(text):
-    m = re.search(r"Requests/sec:\s+([\d.]+)", text)
-    return float(m.group(1)) if m else float("nan")
-probe, spin = open(base + ".probe.txt").read(), open(base + ".spin.txt").read()
-print(row, ms(probe, 50), ms(probe, 99), rps(probe), rps(spin))
-PY
-    log "  $row: $(tail -1 "$RAW/rows.txt")"
+    probe="$(python3 "$HERE/tools.py" parse-wrk "$RAW/$tag.probe.txt")" || die "cannot parse $RAW/$tag.probe.txt"
+    spin="$(python3 "$HERE/tools.py" parse-wrk "$RAW/$tag.spin.txt")" || die "cannot parse $RAW/$tag.spin.txt"
+    echo "{\"row\": \"$row\", \"probe\": $probe, \"spin\": $spin}" >>"$RAW/rows.jsonl"
+    log "  $row: trivial requests $probe"
   done
   order="$(echo "$order" | tr ' ' '\n' | tac | tr '\n' ' ')"
 done
 
-python3 - "$RAW/rows.txt" "$SPINNERS" "$SPIN_MS" "$PROBES" "$DURATION" "$ROUNDS" <<'PY'
-import statistics, sys
+python3 - "$RAW/rows.jsonl" "$SPINNERS" "$SPIN_MS" "$PROBES" "$DURATION" "$ROUNDS" <<'PY'
+import json, statistics, sys
 path, spinners, spin_ms, probes, duration, rounds = sys.argv[1:]
 rows = {}
 for line in open(path):
-    row, *values = line.split()
-    rows.setdefault(row, []).append([float(v) for v in values])
+    r = json.loads(line)
+    rows.setdefault(r["row"], []).append(r)
 titles = {"sockets:default": "Sockets", "iouring:default": "io_uring default (ring threads SCHED_BATCH)",
           "iouring:schedother": "io_uring, ring threads SCHED_OTHER"}
 print(f"CPU contention: {spinners} connections keep /spin?ms={spin_ms} handlers busy on the server's core while {probes} "
       f"connections send GET /plaintext; {duration} s windows, medians of {rounds} alternated rounds.\n")
-print("| row | trivial p50 ms | trivial p99 ms | trivial req/s | spin req/s |")
-print("|---|--:|--:|--:|--:|")
-for row, values in rows.items():
-    med = [statistics.median(v[i] for v in values) for i in range(4)]
-    print(f"| {titles.get(row, row)} | {med[0]:.2f} | {med[1]:.2f} | {med[2]:,.0f} | {med[3]:,.1f} |")
+print("| row | trivial p50 ms | trivial p99 ms | trivial req/s | spin req/s | socket errors |")
+print("|---|--:|--:|--:|--:|--:|")
+errors = 0
+for row, runs in rows.items():
+    med = lambda f: statistics.median(f(r) for r in runs)
+    errs = sum(r["probe"]["socket_errors"] + r["spin"]["socket_errors"] for r in runs)
+    errors += errs
+    print(f"| {titles.get(row, row)} | {med(lambda r: r['probe']['p50_ms']):.2f} | {med(lambda r: r['probe']['p99_ms']):.2f} "
+          f"| {med(lambda r: r['probe']['rps']):,.0f} | {med(lambda r: r['spin']['rps']):,.1f} | {errs} |")
+sys.exit(1 if errors else 0)
 PY
 log "raw: $RAW"

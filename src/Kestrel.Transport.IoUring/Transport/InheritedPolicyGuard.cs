@@ -27,18 +27,18 @@ internal static class InheritedPolicyGuard
     /// <summary>A ring thread, as it ends.</summary>
     public static void UnregisterRingThread() => s_ringThreadIds.TryRemove(LinuxSyscalls.GetThreadId(), out _);
 
-    [ThreadStatic]
-    private static long t_seenPoolThreads;
-
-    /// <summary>Ring thread, once per turn: resets inherited policies if the pool has grown since the last look.</summary>
-    public static void AfterTurn()
+    /// <summary>
+    /// Ring thread, once per turn: resets inherited policies if the pool has more threads than
+    /// <paramref name="seenPoolThreads"/>, the count this ring saw last, which it updates.
+    /// </summary>
+    public static void AfterTurn(ref int seenPoolThreads)
     {
-        long threads = System.Threading.ThreadPool.ThreadCount;
-        if (threads > t_seenPoolThreads)
+        int threads = System.Threading.ThreadPool.ThreadCount;
+        if (threads > seenPoolThreads)
         {
             ResetPoolWorkers();
         }
-        t_seenPoolThreads = threads;
+        seenPoolThreads = threads;
     }
 
     /// <summary>Returns every thread-pool worker running under SCHED_BATCH to SCHED_OTHER; returns how many it changed.</summary>

@@ -52,6 +52,8 @@ internal sealed unsafe partial class RingThread
         }
     }
 
+    private int _seenPoolThreads; // the thread pool's size at the end of the last turn (see InheritedPolicyGuard)
+
     private void Loop()
     {
         ArmWakeup();
@@ -97,7 +99,7 @@ internal sealed unsafe partial class RingThread
             ThrowIfRingFailed();
             if (SchedulingPolicy == ThreadSchedulingPolicy.Batch)
             {
-                InheritedPolicyGuard.AfterTurn();
+                InheritedPolicyGuard.AfterTurn(ref _seenPoolThreads);
             }
         }
     }
