@@ -68,13 +68,13 @@ internal sealed partial class IoUringConnection : ConnectionContext,
         RemoteEndPoint = remoteEndPoint;
         MemoryPool = ring.MemoryPool;
 
-        var input = new Pipe(ring.InputPipeOptions);
+        var (input, applicationInput) = ring.CreateInputPipe();
         var output = new Pipe(ring.CreateOutputPipeOptions());
         _receiver = new ConnectionReceiver(this, ring, input.Writer, fixedSlot >= 0 ? fixedSlot : fd, fixedSlot >= 0,
             UserData.Encode(OperationKind.Receive, generation, slot), _cancelUserData);
         _sender = new ConnectionSender(this, ring, output.Reader, fd, fixedSlot,
             UserData.Encode(OperationKind.Send, generation, slot), _cancelUserData);
-        Transport = _originalTransport = new DuplexPipe(input.Reader, output.Writer);
+        Transport = _originalTransport = new DuplexPipe(applicationInput, output.Writer);
         ConnectionClosed = _connectionClosedSource.Token;
     }
 

@@ -58,8 +58,9 @@ internal sealed unsafe partial class RingThread : PipeScheduler
         long maxRead = options.MaxReadBufferSize ?? 0, maxWrite = options.MaxWriteBufferSize ?? 0;
         // The ring thread is the scheduler of the transport's pipe ends; the application's ends continue where the
         // options say. Thresholds and halves as in the Sockets transport (0 = no back-pressure).
-        InputPipeOptions = new PipeOptions(MemoryPool, readerScheduler: context.ApplicationScheduler, writerScheduler: this,
+        _sharedInputPipeOptions = new PipeOptions(MemoryPool, readerScheduler: context.ApplicationScheduler, writerScheduler: this,
             pauseWriterThreshold: maxRead, resumeWriterThreshold: maxRead / 2, useSynchronizationContext: false);
+        ApplicationDispatch = options.ApplicationScheduling == ApplicationSchedulingMode.ThreadPool ? new ApplicationDispatch() : null;
         // The output's reader is the send loop: here, or (direct sends) on the thread that flushed, through a
         // scheduler of each connection's own.
         _ringOutputPipeOptions = new PipeOptions(MemoryPool, readerScheduler: this, writerScheduler: context.ApplicationScheduler,
@@ -83,7 +84,32 @@ internal sealed unsafe partial class RingThread : PipeScheduler
     /// <summary>The memory pool of this ring's connections (Kestrel's pinned block pool when DI has it).</summary>
     public MemoryPool<byte> MemoryPool { get; }
 
-    public PipeOptions InputPipeOptions { get; }
+    private readonly PipeOptions _sharedInputPipeOptions;
+
+    /// <summary>
+    /// Where this ring's connections' application work goes in the default scheduling mode (quick connections first
+    /// when the pool is starved); null under Inline scheduling, where it runs here.
+    /// </summary>
+    public ApplicationDispatch? ApplicationDispatch { get; }
+
+    /// <summary>
+    /// A new connection's input pipe and the application's end of it: under Inline scheduling the pipe's own reader,
+    /// which continues here; otherwise a reader whose continuations, the first read's included, go through
+    /// <see cref="ApplicationDispatch"/>.
+    /// </summary>
+    public (Pipe Pipe, PipeReader ApplicationEnd) CreateInputPipe()
+    {
+        if (ApplicationDispatch is null)
+        {
+            var inline = new Pipe(_sharedInputPipeOptions);
+            return (inline, inline.Reader);
+        }
+        var shared = _sharedInputPipeOptions;
+        var scheduler = ApplicationDispatch.CreateScheduler();
+        var pipe = new Pipe(new PipeOptions(MemoryPool, readerScheduler: scheduler, writerScheduler: this,
+            pauseWriterThreshold: shared.PauseWriterThreshold, resumeWriterThreshold: shared.ResumeWriterThreshold, useSynchronizationContext: false));
+        return (pipe, new FirstReadThroughDispatchReader(pipe.Reader, scheduler));
+    }
 
     public int Index { get; }
 

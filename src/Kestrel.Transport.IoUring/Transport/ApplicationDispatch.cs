@@ -1,0 +1,176 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+
+namespace Kestrel.Transport.IoUring.Transport;
+
+/// <summary>
+/// How one ring hands its connections' application work (the continuations of Kestrel's reads) to the .NET thread
+/// pool in the default scheduling mode, so that a pool starved by blocking handlers still serves quick requests.
+/// <para>
+/// Why: the pool's queue is first in, first out. When handlers block their pool threads (synchronous I/O, a lock,
+/// <c>.Result</c>, <c>Thread.Sleep</c>), every new request waits behind every blocked handler's next request queued
+/// before it, health probes included. With the Sockets transport the same happens.
+/// </para>
+/// <para>
+/// What it does instead, in three parts:
+/// <list type="number">
+/// <item><b>Waiting is kept here, not in the pool's queue.</b> At most <see cref="MaxQueuedItems"/> of this dispatch's
+/// work items wait in the pool's queue at a time, and at least one whenever a continuation waits (so the pool always
+/// sees the demand, and adds threads when it is starved as it would otherwise). Each work item runs one continuation
+/// and, when more wait, first queues its successor. Work that Kestrel queues itself (a new connection) therefore
+/// waits behind a handful of this dispatch's items, not behind every request of every blocked connection.</item>
+/// <item><b>Quick connections first.</b> A continuation is filed by how its connection's last one went:
+/// <see cref="ConnectionRunHistory.Quick"/> (it returned its thread within <see cref="SlowRun"/>), then
+/// <see cref="ConnectionRunHistory.New"/> (the connection's first request), then
+/// <see cref="ConnectionRunHistory.Slow"/> (it held its thread for <see cref="SlowRun"/> or more). A handler that
+/// stops blocking is quick again after one quick run.</item>
+/// <item><b>Nobody waits for ever.</b> A band that has waited while <see cref="PassOverLimit"/> continuations of
+/// the bands before it ran takes the next turn, so when the pool is saturated by quick work, new and slow
+/// connections still get at least one turn in <see cref="PassOverLimit"/> + 1.</item>
+/// </list>
+/// Within a connection nothing is reordered (its input pipe has one reader: at most one continuation of a connection
+/// waits at a time). When the pool keeps up, every continuation runs at once and the order makes no difference.
+/// </para>
+/// </summary>
+internal sealed class ApplicationDispatch : IThreadPoolWorkItem
+{
+    /// <summary>A continuation that holds its pool thread at least this long marks its connection slow.</summary>
+    public static readonly TimeSpan SlowRun = TimeSpan.FromMilliseconds(50);
+
+    /// <summary>How many turns a waiting band lets the bands before it take, at most, before it takes one.</summary>
+    public const int PassOverLimit = 7;
+
+    private static readonly long s_slowRunTicks = (long)(SlowRun.TotalSeconds * Stopwatch.Frequency);
+
+    private readonly ConcurrentQueue<Continuation> _quick = new();
+    private readonly ConcurrentQueue<Continuation> _new = new();
+    private readonly ConcurrentQueue<Continuation> _slow = new();
+    private readonly Action<IThreadPoolWorkItem> _queueToPool;
+
+    private int _queuedItems; // this dispatch's work items in the pool's queue, not yet started
+
+    // Turns the new and slow bands have waited through; updated by the pool threads without a lock (a lost update
+    // only moves a turn by one).
+    private int _newPassedOver;
+    private int _slowPassedOver;
+
+    public ApplicationDispatch()
+        : this(Math.Max(2, Environment.ProcessorCount), static item => ThreadPool.UnsafeQueueUserWorkItem(item, preferLocal: false))
+    {
+    }
+
+    /// <summary>Test seam: <paramref name="queueToPool"/> stands for the thread pool's queue.</summary>
+    internal ApplicationDispatch(int maxQueuedItems, Action<IThreadPoolWorkItem> queueToPool)
+    {
+        MaxQueuedItems = maxQueuedItems;
+        _queueToPool = queueToPool;
+    }
+
+    /// <summary>At most this many of this dispatch's work items wait in the pool's queue at a time.</summary>
+    public int MaxQueuedItems { get; }
+
+    /// <summary>Continuations waiting, by band (test seam and diagnostics).</summary>
+    internal (int Quick, int New, int Slow) Waiting => (_quick.Count, _new.Count, _slow.Count);
+
+    /// <summary>This dispatch's work items in the pool's queue, not yet started (test seam).</summary>
+    internal int QueuedItems => Volatile.Read(ref _queuedItems);
+
+    /// <summary>The reader scheduler of one connection's input pipe: it files the connection's continuations here.</summary>
+    public DispatchedConnectionScheduler CreateScheduler() => new(this);
+
+    internal void Enqueue(DispatchedConnectionScheduler connection, Action<object?> action, object? state)
+    {
+        var band = connection.LastRun switch
+        {
+            ConnectionRunHistory.Quick => _quick,
+            ConnectionRunHistory.New => _new,
+            _ => _slow,
+        };
+        band.Enqueue(new Continuation(connection, action, state));
+        // A full fence between publishing the continuation and reading the count of queued items: a work item that
+        // starts meanwhile either sees this continuation or leaves room for one more item (see Execute).
+        Interlocked.MemoryBarrier();
+        QueueItemIfRoom();
+    }
+
+    void IThreadPoolWorkItem.Execute()
+    {
+        Interlocked.Decrement(ref _queuedItems); // full fence: the check for waiting continuations below comes after it
+        if (!TryTakeNext(out Continuation next))
+        {
+            return; // another item took the continuation this one was queued for
+        }
+        if (!_quick.IsEmpty || !_new.IsEmpty || !_slow.IsEmpty)
+        {
+            QueueItemIfRoom(); // the successor waits in the pool's queue while this one runs (and perhaps blocks)
+        }
+
+        long started = Stopwatch.GetTimestamp();
+        try
+        {
+            next.Action(next.State);
+        }
+        finally
+        {
+            next.Connection.LastRun = Stopwatch.GetTimestamp() - started >= s_slowRunTicks
+                ? ConnectionRunHistory.Slow
+                : ConnectionRunHistory.Quick;
+        }
+    }
+
+    private void QueueItemIfRoom()
+    {
+        while (true)
+        {
+            int queued = Volatile.Read(ref _queuedItems);
+            if (queued >= MaxQueuedItems)
+            {
+                return; // one of those will start, see the continuation and queue a successor if more wait
+            }
+            if (Interlocked.CompareExchange(ref _queuedItems, queued + 1, queued) == queued)
+            {
+                _queueToPool(this);
+                return;
+            }
+        }
+    }
+
+    /// <summary>Quick, then new, then slow, unless a later band has waited through <see cref="PassOverLimit"/> turns.</summary>
+    private bool TryTakeNext(out Continuation next)
+    {
+        if (_slowPassedOver >= PassOverLimit && _slow.TryDequeue(out next))
+        {
+            _slowPassedOver = 0;
+            return true;
+        }
+        if (_newPassedOver >= PassOverLimit && _new.TryDequeue(out next))
+        {
+            _newPassedOver = 0;
+            PassOver(ref _slowPassedOver, _slow);
+            return true;
+        }
+        if (_quick.TryDequeue(out next))
+        {
+            PassOver(ref _newPassedOver, _new);
+            PassOver(ref _slowPassedOver, _slow);
+            return true;
+        }
+        if (_new.TryDequeue(out next))
+        {
+            _newPassedOver = 0;
+            PassOver(ref _slowPassedOver, _slow);
+            return true;
+        }
+        if (_slow.TryDequeue(out next))
+        {
+            _slowPassedOver = 0;
+            return true;
+        }
+        return false;
+    }
+
+    private static void PassOver(ref int passedOver, ConcurrentQueue<Continuation> band) =>
+        passedOver = band.IsEmpty ? 0 : passedOver + 1;
+
+    private readonly record struct Continuation(DispatchedConnectionScheduler Connection, Action<object?> Action, object? State);
+}
