@@ -14,11 +14,14 @@ namespace Kestrel.Transport.IoUring.Transport;
 /// <para>
 /// What it does instead, in three parts:
 /// <list type="number">
-/// <item><b>Waiting is kept here, not in the pool's queue.</b> At most <see cref="MaxQueuedItems"/> of this dispatch's
-/// work items wait in the pool's queue at a time, and at least one whenever a continuation waits (so the pool always
-/// sees the demand, and adds threads when it is starved as it would otherwise). Each work item runs one continuation
-/// and, when more wait, first queues its successor. Work that Kestrel queues itself (a new connection) therefore
-/// waits behind a handful of this dispatch's items, not behind every request of every blocked connection.</item>
+/// <item><b>When the pool is backed up, waiting is kept here, not in the pool's queue.</b> Each work item runs one
+/// continuation. While the pool keeps up, every waiting continuation has a work item in the pool's queue, as with
+/// <see cref="System.IO.Pipelines.PipeScheduler.ThreadPool"/>. Once a continuation has waited
+/// <see cref="BackedUpWait"/> or more before it ran, at most <see cref="MaxQueuedItems"/> of this dispatch's work
+/// items wait in the pool's queue at a time, until one waits less again; never fewer than one while a continuation
+/// waits, so the pool always sees the demand and adds threads when it is starved, as it would otherwise. Work that
+/// Kestrel queues itself (a new connection) then waits behind a handful of this dispatch's items, not behind every
+/// request of every blocked connection.</item>
 /// <item><b>Quick connections first.</b> A continuation is filed by how its connection's last one went:
 /// <see cref="ConnectionRunHistory.Quick"/> (it returned its thread within <see cref="SlowRun"/>), then
 /// <see cref="ConnectionRunHistory.New"/> (the connection's first request), then
@@ -37,17 +40,23 @@ internal sealed class ApplicationDispatch : IThreadPoolWorkItem
     /// <summary>A continuation that holds its pool thread at least this long marks its connection slow.</summary>
     public static readonly TimeSpan SlowRun = TimeSpan.FromMilliseconds(50);
 
+    /// <summary>A continuation that waited this long before it ran means the pool is backed up.</summary>
+    public static readonly TimeSpan BackedUpWait = TimeSpan.FromMilliseconds(20);
+
     /// <summary>How many turns a waiting band lets the bands before it take, at most, before it takes one.</summary>
     public const int PassOverLimit = 7;
 
     private static readonly long s_slowRunTicks = (long)(SlowRun.TotalSeconds * Stopwatch.Frequency);
+    private static readonly long s_backedUpTicks = (long)(BackedUpWait.TotalSeconds * Stopwatch.Frequency);
 
     private readonly ConcurrentQueue<Continuation> _quick = new();
     private readonly ConcurrentQueue<Continuation> _new = new();
     private readonly ConcurrentQueue<Continuation> _slow = new();
     private readonly Action<IThreadPoolWorkItem> _queueToPool;
 
+    private int _waiting; // continuations in the three bands
     private int _queuedItems; // this dispatch's work items in the pool's queue, not yet started
+    private volatile bool _backedUp; // the last continuation to start had waited BackedUpWait or more
 
     // Turns the new and slow bands have waited through; updated by the pool threads without a lock (a lost update
     // only moves a turn by one).
@@ -66,7 +75,7 @@ internal sealed class ApplicationDispatch : IThreadPoolWorkItem
         _queueToPool = queueToPool;
     }
 
-    /// <summary>At most this many of this dispatch's work items wait in the pool's queue at a time.</summary>
+    /// <summary>While the pool is backed up, at most this many of this dispatch's work items wait in its queue.</summary>
     public int MaxQueuedItems { get; }
 
     /// <summary>Continuations waiting, by band (test seam and diagnostics).</summary>
@@ -74,6 +83,9 @@ internal sealed class ApplicationDispatch : IThreadPoolWorkItem
 
     /// <summary>This dispatch's work items in the pool's queue, not yet started (test seam).</summary>
     internal int QueuedItems => Volatile.Read(ref _queuedItems);
+
+    /// <summary>True while the pool is backed up (see <see cref="BackedUpWait"/>).</summary>
+    internal bool BackedUp => _backedUp;
 
     /// <summary>The reader scheduler of one connection's input pipe: it files the connection's continuations here.</summary>
     public DispatchedConnectionScheduler CreateScheduler() => new(this);
@@ -86,11 +98,11 @@ internal sealed class ApplicationDispatch : IThreadPoolWorkItem
             ConnectionRunHistory.New => _new,
             _ => _slow,
         };
-        band.Enqueue(new Continuation(connection, action, state));
-        // A full fence between publishing the continuation and reading the count of queued items: a work item that
-        // starts meanwhile either sees this continuation or leaves room for one more item (see Execute).
-        Interlocked.MemoryBarrier();
-        QueueItemIfRoom();
+        band.Enqueue(new Continuation(connection, action, state, Stopwatch.GetTimestamp()));
+        // Counted after it is published (a full fence): a work item that starts meanwhile either sees this
+        // continuation or leaves room for one more item (see Execute).
+        Interlocked.Increment(ref _waiting);
+        QueueItemIfNeeded();
     }
 
     void IThreadPoolWorkItem.Execute()
@@ -100,12 +112,11 @@ internal sealed class ApplicationDispatch : IThreadPoolWorkItem
         {
             return; // another item took the continuation this one was queued for
         }
-        if (!_quick.IsEmpty || !_new.IsEmpty || !_slow.IsEmpty)
-        {
-            QueueItemIfRoom(); // the successor waits in the pool's queue while this one runs (and perhaps blocks)
-        }
-
+        Interlocked.Decrement(ref _waiting);
         long started = Stopwatch.GetTimestamp();
+        _backedUp = started - next.Enqueued >= s_backedUpTicks;
+        QueueItemIfNeeded(); // a successor waits in the pool's queue while this one runs (and perhaps blocks)
+
         try
         {
             next.Action(next.State);
@@ -118,19 +129,20 @@ internal sealed class ApplicationDispatch : IThreadPoolWorkItem
         }
     }
 
-    private void QueueItemIfRoom()
+    /// <summary>Queues work items until as many wait in the pool's queue as continuations here, within the bound.</summary>
+    private void QueueItemIfNeeded()
     {
         while (true)
         {
             int queued = Volatile.Read(ref _queuedItems);
-            if (queued >= MaxQueuedItems)
+            int wanted = Math.Min(Volatile.Read(ref _waiting), _backedUp ? MaxQueuedItems : int.MaxValue);
+            if (queued >= wanted)
             {
-                return; // one of those will start, see the continuation and queue a successor if more wait
+                return; // each of those will start, take a continuation and queue a successor if more wait
             }
             if (Interlocked.CompareExchange(ref _queuedItems, queued + 1, queued) == queued)
             {
                 _queueToPool(this);
-                return;
             }
         }
     }
@@ -172,5 +184,5 @@ internal sealed class ApplicationDispatch : IThreadPoolWorkItem
     private static void PassOver(ref int passedOver, ConcurrentQueue<Continuation> band) =>
         passedOver = band.IsEmpty ? 0 : passedOver + 1;
 
-    private readonly record struct Continuation(DispatchedConnectionScheduler Connection, Action<object?> Action, object? State);
+    private readonly record struct Continuation(DispatchedConnectionScheduler Connection, Action<object?> Action, object? State, long Enqueued);
 }
