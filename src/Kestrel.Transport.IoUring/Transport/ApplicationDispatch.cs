@@ -16,9 +16,9 @@ namespace Kestrel.Transport.IoUring.Transport;
 /// <list type="number">
 /// <item><b>When the pool is backed up, waiting is kept here, not in the pool's queue.</b> Each work item runs one
 /// continuation. While the pool keeps up, every waiting continuation has a work item in the pool's queue, as with
-/// <see cref="System.IO.Pipelines.PipeScheduler.ThreadPool"/>. Once a continuation has waited
-/// <see cref="BackedUpWait"/> or more before it ran, at most <see cref="MaxQueuedItems"/> of this dispatch's work
-/// items wait in the pool's queue at a time, until one waits less again; never fewer than one while a continuation
+/// <see cref="System.IO.Pipelines.PipeScheduler.ThreadPool"/>. Once the continuation a work item
+/// takes, or one still waiting, has waited <see cref="BackedUpWait"/> or more, at most <see cref="MaxQueuedItems"/> of
+/// this dispatch's work items wait in the pool's queue at a time, until a work item finds no such wait again; never fewer than one while a continuation
 /// waits, so the pool always sees the demand and adds threads when it is starved, as it would otherwise. Work that
 /// Kestrel queues itself (a new connection) then waits behind a handful of this dispatch's items, not behind every
 /// request of every blocked connection.</item>
@@ -56,7 +56,7 @@ internal sealed class ApplicationDispatch : IThreadPoolWorkItem
 
     private int _waiting; // continuations in the three bands
     private int _queuedItems; // this dispatch's work items in the pool's queue, not yet started
-    private volatile bool _backedUp; // the last continuation to start had waited BackedUpWait or more
+    private volatile bool _backedUp; // the last work item to start found a continuation that had waited BackedUpWait or more
 
     // Turns the new and slow bands have waited through; updated by the pool threads without a lock (a lost update
     // only moves a turn by one).
@@ -114,7 +114,7 @@ internal sealed class ApplicationDispatch : IThreadPoolWorkItem
         }
         Interlocked.Decrement(ref _waiting);
         long started = Stopwatch.GetTimestamp();
-        _backedUp = started - next.Enqueued >= s_backedUpTicks;
+        _backedUp = started - next.Enqueued >= s_backedUpTicks || started - OldestWaiting(started) >= s_backedUpTicks;
         QueueItemIfNeeded(); // a successor waits in the pool's queue while this one runs (and perhaps blocks)
 
         try
@@ -179,6 +179,16 @@ internal sealed class ApplicationDispatch : IThreadPoolWorkItem
             return true;
         }
         return false;
+    }
+
+    /// <summary>When the longest-waiting continuation still here was filed (<paramref name="now"/> when none waits).</summary>
+    private long OldestWaiting(long now)
+    {
+        long oldest = now;
+        if (_quick.TryPeek(out var head)) oldest = Math.Min(oldest, head.Enqueued);
+        if (_new.TryPeek(out head)) oldest = Math.Min(oldest, head.Enqueued);
+        if (_slow.TryPeek(out head)) oldest = Math.Min(oldest, head.Enqueued);
+        return oldest;
     }
 
     private static void PassOver(ref int passedOver, ConcurrentQueue<Continuation> band) =>

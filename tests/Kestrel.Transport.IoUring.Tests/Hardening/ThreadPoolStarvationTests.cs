@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Net.Sockets;
 using System.Text;
 using Kestrel.Transport.IoUring.Tests.Infrastructure;
 using Kestrel.Transport.IoUring.Tests.Semantics;
@@ -10,7 +11,8 @@ namespace Kestrel.Transport.IoUring.Tests.Hardening;
 /// <summary>
 /// A starved thread pool must not hold back a response that is already written: neither the send (direct sends
 /// happen on the flushing thread) nor the ring's wake-up (written by the posting thread, never queued on the pool).
-/// Liveness, not speed: the bound is generous.
+/// And a quick request must not wait behind the requests of connections whose handlers block (the application
+/// dispatch). Liveness and order, not speed: the bounds are generous.
 /// </summary>
 [Collection(MachineWideCollection.Name)] // it starves the process's thread pool on purpose
 public sealed class ThreadPoolStarvationTests
@@ -69,5 +71,75 @@ public sealed class ThreadPoolStarvationTests
             clientGotIt.Set();
             release.Set();
         }
+    }
+
+    [Fact]
+    public async Task AQuickKeepAliveRequestIsServedBeforeTheBlockingRequestsThatArrivedBeforeIt()
+    {
+        var gate = new ManualResetEventSlim(); // never disposed: handlers still queued when the test ends wait on it
+        int holdsStarted = 0;
+        await using var server = await IoUringTestServer.StartAsync(app =>
+        {
+            app.MapGet("/quick", (HttpContext context) => Answer(context, "quick"));
+            app.MapGet("/hold", (HttpContext context) =>
+            {
+                Interlocked.Increment(ref holdsStarted);
+                gate.Wait(TimeSpan.FromSeconds(60)); // holds its pool thread, as a handler in synchronous I/O does
+                return Answer(context, "held");
+            });
+        }, configureTransport: o => o.RingCount = 1);
+        var dispatch = server.Factory.Rings[0].ApplicationDispatch!;
+
+        using var probe = RawSocket.Connect(server.Port);
+        Assert.Equal("quick", Get(probe, "/quick")); // the probe's connection has run quickly once
+
+        // More blocking requests than the pool has threads, each on a new connection, all before the probe's.
+        int holds = ThreadPool.ThreadCount + 16;
+        var holders = new List<Socket>();
+        try
+        {
+            for (int i = 0; i < holds; i++)
+            {
+                var holder = RawSocket.Connect(server.Port);
+                holders.Add(holder);
+                holder.Send(Encoding.ASCII.GetBytes("GET /hold HTTP/1.1\r\nHost: localhost\r\n\r\n"));
+            }
+            var arriving = Stopwatch.StartNew();
+            while (Volatile.Read(ref holdsStarted) + dispatch.Waiting.New < holds && arriving.Elapsed < TimeSpan.FromSeconds(30))
+            {
+                Thread.Sleep(10); // nothing signals "the request waits in the dispatch": it shows in its counts
+            }
+            Assert.True(Volatile.Read(ref holdsStarted) + dispatch.Waiting.New >= holds,
+                $"not every blocking request reached the server: {holdsStarted} running, {dispatch.Waiting} waiting");
+            Assert.True(Volatile.Read(ref holdsStarted) < holds, "the pool ran every blocking request at once: the test proved nothing");
+
+            Assert.Equal("quick", Get(probe, "/quick")); // ReceiveTimeout 15 s: the liveness bound
+            int startedWhenAnswered = Volatile.Read(ref holdsStarted);
+
+            Assert.True(startedWhenAnswered < holds,
+                $"the quick request waited until all {holds} blocking requests that came before it had started");
+        }
+        finally
+        {
+            gate.Set();
+            foreach (var holder in holders)
+            {
+                holder.Dispose();
+            }
+        }
+    }
+
+    private static Task Answer(HttpContext context, string text)
+    {
+        context.Response.ContentLength = text.Length;
+        return context.Response.WriteAsync(text);
+    }
+
+    private static string Get(Socket connection, string path)
+    {
+        connection.Send(Encoding.ASCII.GetBytes($"GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n"));
+        var (head, body) = RawSocket.ReadResponse(connection);
+        Assert.StartsWith("HTTP/1.1 200", head);
+        return body;
     }
 }
