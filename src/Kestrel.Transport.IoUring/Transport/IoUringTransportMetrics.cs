@@ -23,6 +23,8 @@ internal sealed class IoUringTransportMetrics : IDisposable
     {
         _meter = meterFactory?.Create(MeterName) ?? new Meter(MeterName);
         _meter.CreateObservableUpDownCounter("iouring.connection.active", ObserveActiveConnections, "{connection}", "Connections open now, per ring.");
+        _meter.CreateObservableUpDownCounter("iouring.dispatch.waiting", ObserveDispatchWaiting, "{continuation}",
+            "Application continuations waiting in a ring's dispatch for a pool thread, per ring and band (quick, new, slow).");
         ConnectionsAccepted = _meter.CreateCounter<long>("iouring.connection.accepted", "{connection}", "Connections accepted, per ring.");
         var networkIo = _meter.CreateCounter<long>("iouring.network.io", "By", "Payload bytes received from and sent to clients (tag network.io.direction).");
         BytesReceived = new TaggedCounter(networkIo, new("network.io.direction", "receive"));
@@ -82,6 +84,32 @@ internal sealed class IoUringTransportMetrics : IDisposable
         foreach (var ring in rings)
         {
             yield return new Measurement<long>(ring.ActiveConnections, ring.Tag);
+        }
+    }
+
+    private static readonly KeyValuePair<string, object?> s_quickBand = new(DispatchBandTag, "quick");
+    private static readonly KeyValuePair<string, object?> s_newBand = new(DispatchBandTag, "new");
+    private static readonly KeyValuePair<string, object?> s_slowBand = new(DispatchBandTag, "slow");
+
+    /// <summary>The tag naming a dispatch band (see ApplicationDispatch): quick, new or slow.</summary>
+    public const string DispatchBandTag = "iouring.dispatch.band";
+
+    private IEnumerable<Measurement<long>> ObserveDispatchWaiting()
+    {
+        RingMetrics[] rings;
+        lock (_rings)
+        {
+            rings = _rings.ToArray();
+        }
+        foreach (var ring in rings)
+        {
+            if (ring.Dispatch is { } dispatch)
+            {
+                var (quick, fresh, slow) = dispatch.Waiting;
+                yield return new Measurement<long>(quick, ring.Tag, s_quickBand);
+                yield return new Measurement<long>(fresh, ring.Tag, s_newBand);
+                yield return new Measurement<long>(slow, ring.Tag, s_slowBand);
+            }
         }
     }
 

@@ -40,6 +40,9 @@ internal sealed class RingMetrics
     public TaggedCounter FixedFileTableFull { get; }
     public TaggedCounter Wakeups { get; }
 
+    /// <summary>The ring's application dispatch (default scheduling), observed by iouring.dispatch.waiting.</summary>
+    public ApplicationDispatch? Dispatch { get; set; }
+
     /// <summary>Connections of this ring open now.</summary>
     public long ActiveConnections => Volatile.Read(ref _activeConnections);
 

@@ -61,6 +61,7 @@ internal sealed unsafe partial class RingThread : PipeScheduler
         _sharedInputPipeOptions = new PipeOptions(MemoryPool, readerScheduler: context.ApplicationScheduler, writerScheduler: this,
             pauseWriterThreshold: maxRead, resumeWriterThreshold: maxRead / 2, useSynchronizationContext: false);
         ApplicationDispatch = options.ApplicationScheduling == ApplicationSchedulingMode.ThreadPool ? new ApplicationDispatch() : null;
+        Metrics.Dispatch = ApplicationDispatch;
         // The output's reader is the send loop: here, or (direct sends) on the thread that flushed, through a
         // scheduler of each connection's own.
         _ringOutputPipeOptions = new PipeOptions(MemoryPool, readerScheduler: this, writerScheduler: context.ApplicationScheduler,

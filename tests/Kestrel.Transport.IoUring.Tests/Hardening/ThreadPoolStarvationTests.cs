@@ -89,6 +89,7 @@ public sealed class ThreadPoolStarvationTests
             });
         }, configureTransport: o => o.RingCount = 1);
         var dispatch = server.Factory.Rings[0].ApplicationDispatch!;
+        using var metrics = new TransportMetricsCollector(server.Services);
 
         using var probe = RawSocket.Connect(server.Port);
         Assert.Equal("quick", Get(probe, "/quick")); // the probe's connection has run quickly once
@@ -112,6 +113,7 @@ public sealed class ThreadPoolStarvationTests
             Assert.True(Volatile.Read(ref holdsStarted) + dispatch.Waiting.New >= holds,
                 $"not every blocking request reached the server: {holdsStarted} running, {dispatch.Waiting} waiting");
             Assert.True(Volatile.Read(ref holdsStarted) < holds, "the pool ran every blocking request at once: the test proved nothing");
+            Assert.True(metrics.Observe("iouring.dispatch.waiting") > 0, "the waiting work does not show in iouring.dispatch.waiting");
 
             Assert.Equal("quick", Get(probe, "/quick")); // ReceiveTimeout 15 s: the liveness bound
             int startedWhenAnswered = Volatile.Read(ref holdsStarted);
