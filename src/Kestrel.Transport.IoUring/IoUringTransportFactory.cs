@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Diagnostics.Metrics;
 using System.Net;
 using System.Net.Sockets;
@@ -27,9 +28,7 @@ public sealed class IoUringTransportFactory : IConnectionListenerFactory, IConne
     private readonly IoUringTrace _log;
     private readonly SemaphoreSlim _startLock = new(1, 1);
     private IoUringTransportMetrics? _metrics;
-    private RingThread[]? _rings;
-    private IConnectionListenerFactory? _fallback;
-    private bool _started;
+    private FactoryState _state = FactoryState.NotStarted.Instance; // changed under _startLock, and by DisposeAsync
 
     /// <summary>Creates the factory; DI supplies <paramref name="services"/> for Kestrel's memory pool factory and IMeterFactory.</summary>
     public IoUringTransportFactory(IOptions<IoUringTransportOptions> options, ILoggerFactory loggerFactory, IServiceProvider? services = null)
@@ -43,16 +42,16 @@ public sealed class IoUringTransportFactory : IConnectionListenerFactory, IConne
     }
 
     /// <summary>True once a bind has chosen io_uring; false before the first bind or after a fall-back.</summary>
-    public bool IsUsingIoUring => _started && _rings is not null;
+    public bool IsUsingIoUring => _state is FactoryState.ServingIoUring;
 
     /// <summary>Why the transport serves with Sockets instead of io_uring (null while io_uring serves or before the first bind).</summary>
     public string? FallbackReason { get; private set; }
 
     /// <summary>The number of rings serving (0 before the first bind or after a fall-back).</summary>
-    public int RingCount => _rings?.Length ?? 0;
+    public int RingCount => (_state as FactoryState.ServingIoUring)?.Rings.Length ?? 0;
 
     /// <summary>The rings serving, for tests that reach into one (empty before the first bind or after a fall-back).</summary>
-    internal IReadOnlyList<RingThread> Rings => _rings ?? [];
+    internal IReadOnlyList<RingThread> Rings => (_state as FactoryState.ServingIoUring)?.Rings ?? [];
 
     /// <inheritdoc />
     public bool CanBind(EndPoint endpoint) => endpoint is IPEndPoint or UnixDomainSocketEndPoint or FileHandleEndPoint;
@@ -61,52 +60,39 @@ public sealed class IoUringTransportFactory : IConnectionListenerFactory, IConne
     public async ValueTask<IConnectionListener> BindAsync(EndPoint endpoint, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(endpoint);
-        await EnsureStartedAsync().ConfigureAwait(false);
-        if (_fallback is not null)
+        switch (await EnsureStartedAsync().ConfigureAwait(false))
         {
-            return await _fallback.BindAsync(endpoint, cancellationToken).ConfigureAwait(false);
+            case FactoryState.ServingFallback fallback:
+                return await fallback.Sockets.BindAsync(endpoint, cancellationToken).ConfigureAwait(false);
+            case FactoryState.ServingIoUring serving:
+                var listener = new IoUringConnectionListener(serving.Context, serving.Rings, endpoint);
+                await listener.BindAsync().ConfigureAwait(false);
+                return listener;
+            default:
+                throw new ObjectDisposedException(nameof(IoUringTransportFactory));
         }
-        if (_rings is null)
-        {
-            throw new ObjectDisposedException(nameof(IoUringTransportFactory));
-        }
-
-        var listener = new IoUringConnectionListener(_context!, _rings!, endpoint);
-        await listener.BindAsync().ConfigureAwait(false);
-        return listener;
     }
 
-    private IoUringTransportContext? _context;
-
-    private async Task EnsureStartedAsync()
+    /// <summary>Decides, on the first bind, what serves: the rings, or the fall-back; later binds get the same answer.</summary>
+    private async Task<FactoryState> EnsureStartedAsync()
     {
-        if (_started)
+        if (_state is not FactoryState.NotStarted)
         {
-            return;
+            return _state;
         }
         await _startLock.WaitAsync().ConfigureAwait(false);
         try
         {
-            if (_started)
+            if (_state is not FactoryState.NotStarted)
             {
-                return;
+                return _state;
             }
             IoUringTransportOptions options = _options.Value; // runs the validator: bad options throw here, by name
             _metrics = new IoUringTransportMetrics(_services?.GetService<IMeterFactory>());
 
-            string? reason = await TryStartRingsAsync(options).ConfigureAwait(false);
-            if (reason is not null)
-            {
-                if (options.WhenUnavailable == IoUringUnavailableBehavior.Throw)
-                {
-                    throw new PlatformNotSupportedException($"The io_uring transport cannot start: {reason} (IoUringTransportOptions.WhenUnavailable is Throw).");
-                }
-                FallbackReason = reason;
-                _metrics.Fallbacks.Add(1);
-                _log.Lifetime.FallingBackToSockets(reason);
-                _fallback = FindFallbackFactory();
-            }
-            _started = true;
+            var (serving, whyNot) = await TryStartRingsAsync(options).ConfigureAwait(false);
+            _state = serving is not null ? serving : FallBack(options, whyNot ?? throw new UnreachableException("no rings and no reason"));
+            return _state;
         }
         finally
         {
@@ -114,21 +100,34 @@ public sealed class IoUringTransportFactory : IConnectionListenerFactory, IConne
         }
     }
 
-    /// <summary>Starts the rings; returns null on success, else why io_uring cannot serve.</summary>
-    private async Task<string?> TryStartRingsAsync(IoUringTransportOptions options)
+    /// <summary>io_uring cannot serve: throws if the options say so, else logs why once and hands binds to Sockets.</summary>
+    private FactoryState.ServingFallback FallBack(IoUringTransportOptions options, string reason)
+    {
+        if (options.WhenUnavailable == IoUringUnavailableBehavior.Throw)
+        {
+            throw new PlatformNotSupportedException($"The io_uring transport cannot start: {reason} (IoUringTransportOptions.WhenUnavailable is Throw).");
+        }
+        FallbackReason = reason;
+        _metrics!.Fallbacks.Add(1);
+        _log.Lifetime.FallingBackToSockets(reason);
+        return new FactoryState.ServingFallback(FindFallbackFactory());
+    }
+
+    /// <summary>Starts the rings; returns them serving, or why io_uring cannot serve.</summary>
+    private async Task<(FactoryState.ServingIoUring? Serving, string? WhyNot)> TryStartRingsAsync(IoUringTransportOptions options)
     {
         if (!options.Enabled)
         {
-            return "turned off by IoUringTransportOptions.Enabled = false";
+            return (null, "turned off by IoUringTransportOptions.Enabled = false");
         }
         if (IoUringTransportOptions.DisabledByEnvironment())
         {
-            return $"turned off by the environment variable {IoUringTransportOptions.DisableEnvironmentVariable}";
+            return (null, $"turned off by the environment variable {IoUringTransportOptions.DisableEnvironmentVariable}");
         }
         // Decided before any Linux-only system call is made: on a developer's Windows or macOS machine the app serves.
         if (PlatformSupport.WhyUnsupported(options.SimulatedOperatingSystem) is { } platform)
         {
-            return platform;
+            return (null, platform);
         }
 
         IoUringCapabilities capabilities = options.SimulatedSetupErrno is int errno
@@ -136,7 +135,7 @@ public sealed class IoUringTransportFactory : IConnectionListenerFactory, IConne
             : IoUringCapabilities.Current;
         if (!capabilities.IsSupported)
         {
-            return capabilities.UnavailableReason;
+            return (null, capabilities.UnavailableReason);
         }
 
         var context = new IoUringTransportContext(options, _log, _metrics!, capabilities,
@@ -156,13 +155,11 @@ public sealed class IoUringTransportFactory : IConnectionListenerFactory, IConne
             string hint = e.ErrorCode == Errno.ENOMEM
                 ? " (RLIMIT_MEMLOCK may be too low for the rings and buffer rings; raise it or lower the ring and buffer sizes)"
                 : "";
-            return $"creating a ring failed: {e.Message}{hint}";
+            return (null, $"creating a ring failed: {e.Message}{hint}");
         }
 
-        _context = context;
-        _rings = rings;
         _log.Lifetime.TransportStarted(Describe(options, capabilities, rings));
-        return null;
+        return (new FactoryState.ServingIoUring(context, rings), null);
     }
 
     private static string Describe(IoUringTransportOptions o, IoUringCapabilities caps, RingThread[] rings)
@@ -227,12 +224,41 @@ public sealed class IoUringTransportFactory : IConnectionListenerFactory, IConne
     /// <summary>Stops the rings: connections still open are aborted, and each ring thread ends once its connections have closed.</summary>
     public async ValueTask DisposeAsync()
     {
-        if (_rings is { } rings)
+        FactoryState was = Interlocked.Exchange(ref _state, FactoryState.Disposed.Instance);
+        if (was is FactoryState.ServingIoUring serving)
         {
-            _rings = null;
-            await StopRingsAsync(rings).ConfigureAwait(false);
+            await StopRingsAsync(serving.Rings).ConfigureAwait(false);
         }
         _metrics?.Dispose();
+    }
+
+    /// <summary>What the factory is doing: one state, rather than fields that must agree.</summary>
+    private abstract class FactoryState
+    {
+        /// <summary>No bind yet: nothing is decided.</summary>
+        public sealed class NotStarted : FactoryState
+        {
+            public static readonly NotStarted Instance = new();
+        }
+
+        /// <summary>The rings serve every bind.</summary>
+        public sealed class ServingIoUring(IoUringTransportContext context, RingThread[] rings) : FactoryState
+        {
+            public IoUringTransportContext Context { get; } = context;
+            public RingThread[] Rings { get; } = rings;
+        }
+
+        /// <summary>io_uring cannot serve (see FallbackReason): the Sockets transport Kestrel registered serves every bind.</summary>
+        public sealed class ServingFallback(IConnectionListenerFactory sockets) : FactoryState
+        {
+            public IConnectionListenerFactory Sockets { get; } = sockets;
+        }
+
+        /// <summary>Disposed by the host: the rings are stopped; no more binds.</summary>
+        public sealed class Disposed : FactoryState
+        {
+            public static readonly Disposed Instance = new();
+        }
     }
 
     private static string SendPathSummary(bool direct, ApplicationSchedulingMode scheduling) => (direct, scheduling) switch
