@@ -3,6 +3,7 @@ using System.Net.Sockets;
 using System.Text;
 using Kestrel.Transport.IoUring.Tests.Infrastructure;
 using Kestrel.Transport.IoUring.Tests.Semantics;
+using Kestrel.Transport.IoUring.Transport;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 
@@ -81,6 +82,11 @@ public sealed class ThreadPoolStarvationTests
         await using var server = await IoUringTestServer.StartAsync(app =>
         {
             app.MapGet("/quick", (HttpContext context) => Answer(context, "quick"));
+            app.MapGet("/slow", (HttpContext context) =>
+            {
+                Thread.Sleep(ApplicationDispatch.SlowRun + TimeSpan.FromMilliseconds(20)); // the workload: a handler that blocks a while
+                return Answer(context, "slow");
+            });
             app.MapGet("/hold", (HttpContext context) =>
             {
                 Interlocked.Increment(ref holdsStarted);
@@ -94,7 +100,9 @@ public sealed class ThreadPoolStarvationTests
         using var probe = RawSocket.Connect(server.Port);
         Assert.Equal("quick", Get(probe, "/quick")); // the probe's connection has run quickly once
 
-        // More blocking requests than the pool has threads, each on a new connection, all before the probe's.
+        // Connections whose handlers have blocked before (one slow request each, while the pool is healthy), more of
+        // them than the pool has threads; then each sends a request that blocks until the end of the test, all before
+        // the probe's.
         int holds = ThreadPool.ThreadCount + 16;
         var holders = new List<Socket>();
         try
@@ -103,14 +111,23 @@ public sealed class ThreadPoolStarvationTests
             {
                 var holder = RawSocket.Connect(server.Port);
                 holders.Add(holder);
+                holder.Send(Encoding.ASCII.GetBytes("GET /slow HTTP/1.1\r\nHost: localhost\r\n\r\n"));
+            }
+            foreach (var holder in holders)
+            {
+                var (head, body) = RawSocket.ReadResponse(holder);
+                Assert.Equal("slow", body);
+            }
+            foreach (var holder in holders)
+            {
                 holder.Send(Encoding.ASCII.GetBytes("GET /hold HTTP/1.1\r\nHost: localhost\r\n\r\n"));
             }
             var arriving = Stopwatch.StartNew();
-            while (Volatile.Read(ref holdsStarted) + dispatch.Waiting.New < holds && arriving.Elapsed < TimeSpan.FromSeconds(30))
+            while (Volatile.Read(ref holdsStarted) + dispatch.Waiting.Slow < holds && arriving.Elapsed < TimeSpan.FromSeconds(15))
             {
                 Thread.Sleep(10); // nothing signals "the request waits in the dispatch": it shows in its counts
             }
-            Assert.True(Volatile.Read(ref holdsStarted) + dispatch.Waiting.New >= holds,
+            Assert.True(Volatile.Read(ref holdsStarted) + dispatch.Waiting.Slow >= holds,
                 $"not every blocking request reached the server: {holdsStarted} running, {dispatch.Waiting} waiting");
             Assert.True(Volatile.Read(ref holdsStarted) < holds, "the pool ran every blocking request at once: the test proved nothing");
             Assert.True(metrics.Observe("iouring.dispatch.waiting") > 0, "the waiting work does not show in iouring.dispatch.waiting");
