@@ -1,5 +1,4 @@
 using System.Collections.Concurrent;
-using System.Diagnostics;
 
 namespace Kestrel.Transport.IoUring.Transport;
 
@@ -46,8 +45,10 @@ internal sealed class ApplicationDispatch : IThreadPoolWorkItem
     /// <summary>How many turns a waiting band lets the bands before it take, at most, before it takes one.</summary>
     public const int PassOverLimit = 7;
 
-    private static readonly long s_slowRunTicks = (long)(SlowRun.TotalSeconds * Stopwatch.Frequency);
-    private static readonly long s_backedUpTicks = (long)(BackedUpWait.TotalSeconds * Stopwatch.Frequency);
+    // Times are Environment.TickCount64 milliseconds: a coarse clock (a few ms of resolution) is precise enough for
+    // thresholds of tens of milliseconds, and cheaper to read than Stopwatch's, three times per continuation.
+    private static readonly long s_slowRunMilliseconds = (long)SlowRun.TotalMilliseconds;
+    private static readonly long s_backedUpMilliseconds = (long)BackedUpWait.TotalMilliseconds;
 
     private readonly ConcurrentQueue<Continuation> _quick = new();
     private readonly ConcurrentQueue<Continuation> _new = new();
@@ -98,7 +99,7 @@ internal sealed class ApplicationDispatch : IThreadPoolWorkItem
             ConnectionRunHistory.New => _new,
             _ => _slow,
         };
-        band.Enqueue(new Continuation(connection, action, state, Stopwatch.GetTimestamp()));
+        band.Enqueue(new Continuation(connection, action, state, Environment.TickCount64));
         // Counted after it is published (a full fence): a work item that starts meanwhile either sees this
         // continuation or leaves room for one more item (see Execute).
         Interlocked.Increment(ref _waiting);
@@ -113,8 +114,8 @@ internal sealed class ApplicationDispatch : IThreadPoolWorkItem
             return; // another item took the continuation this one was queued for
         }
         Interlocked.Decrement(ref _waiting);
-        long started = Stopwatch.GetTimestamp();
-        _backedUp = started - next.Enqueued >= s_backedUpTicks || started - OldestWaiting(started) >= s_backedUpTicks;
+        long started = Environment.TickCount64;
+        _backedUp = started - next.Enqueued >= s_backedUpMilliseconds || started - OldestWaiting(started) >= s_backedUpMilliseconds;
         QueueItemIfNeeded(); // a successor waits in the pool's queue while this one runs (and perhaps blocks)
 
         try
@@ -123,7 +124,7 @@ internal sealed class ApplicationDispatch : IThreadPoolWorkItem
         }
         finally
         {
-            next.Connection.LastRun = Stopwatch.GetTimestamp() - started >= s_slowRunTicks
+            next.Connection.LastRun = Environment.TickCount64 - started >= s_slowRunMilliseconds
                 ? ConnectionRunHistory.Slow
                 : ConnectionRunHistory.Quick;
         }
