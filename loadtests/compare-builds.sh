@@ -8,7 +8,7 @@
 # per round and build warmed by WARMUP s of load, SCENARIO_WARMUP s before each window, the order of the builds
 # alternating between rounds, medians of ROUNDS. Prints one Markdown table: requests/s and server CPU µs per request
 # of each build, and after ÷ before.
-# Knobs: VARIANTS="default inline" SCENARIOS="plaintext-c64 pipelined-c256" ROUNDS=3 WARMUP=10 SCENARIO_WARMUP=2
+# Knobs: VARIANTS="default inline" SCENARIOS="plaintext-c64 pipelined-c256" ROUNDS=3 WARMUP=25 SCENARIO_WARMUP=2
 # DURATION=10 PORT SERVER_CPU CLIENT_CPU. Each build's io_uring options come from variant_options (lib.sh).
 set -euo pipefail
 
@@ -19,7 +19,7 @@ AFTER_REV="${2:-}"
 VARIANTS="${VARIANTS:-default inline}"
 SCENARIOS="${SCENARIOS:-plaintext-c64 pipelined-c256}"
 ROUNDS="${ROUNDS:-3}"
-WARMUP="${WARMUP:-10}"
+WARMUP="${WARMUP:-25}"
 SCENARIO_WARMUP="${SCENARIO_WARMUP:-2}"
 DURATION="${DURATION:-10}"
 BASE_TOOL=wrk

@@ -10,7 +10,7 @@
 # DURATION seconds; the order of the servers alternates between rounds; the report gives medians over the rounds.
 #
 # Knobs (environment; defaults of the full run, QUICK's in brackets):
-#   ROUNDS=3 [1]  WARMUP=10 [3]  SCENARIO_WARMUP=2 [1]  DURATION=10 [3]
+#   ROUNDS=3 [1]  WARMUP=25 [3]  SCENARIO_WARMUP=2 [1]  DURATION=10 [3]
 #   SCENARIOS="..."      substrings of the scenario names below (default: every scenario with a goal, idle5000, starvation;
 #                        QUICK: the same without idle5000)
 #   VARIANTS="default inline ringsends" [default]   io_uring rows, each against Sockets with default options:
@@ -47,7 +47,7 @@ if [[ "$QUICK" == 1 ]]; then
   SYSCALLS="${SYSCALLS:-0}"
 fi
 ROUNDS="${ROUNDS:-3}"
-WARMUP="${WARMUP:-10}"
+WARMUP="${WARMUP:-25}"
 SCENARIO_WARMUP="${SCENARIO_WARMUP:-2}"
 DURATION="${DURATION:-10}"
 VARIANTS="${VARIANTS-default inline ringsends}"
