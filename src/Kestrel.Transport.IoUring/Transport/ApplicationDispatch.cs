@@ -186,6 +186,10 @@ internal sealed class ApplicationDispatch : IThreadPoolWorkItem
     private long OldestWaiting(long now)
     {
         long oldest = now;
+        if (Volatile.Read(ref _waiting) <= 0)
+        {
+            return oldest; // the common case while the pool keeps up: no band to look into
+        }
         if (_quick.TryPeek(out var head)) oldest = Math.Min(oldest, head.Enqueued);
         if (_new.TryPeek(out head)) oldest = Math.Min(oldest, head.Enqueued);
         if (_slow.TryPeek(out head)) oldest = Math.Min(oldest, head.Enqueued);
