@@ -53,7 +53,7 @@ internal sealed class ApplicationDispatch : IThreadPoolWorkItem
     private readonly ConcurrentQueue<Continuation> _quick = new();
     private readonly ConcurrentQueue<Continuation> _new = new();
     private readonly ConcurrentQueue<Continuation> _slow = new();
-    private readonly Action<IThreadPoolWorkItem> _queueToPool;
+    private Action<IThreadPoolWorkItem> _queueToPool;
 
     private int _waiting; // continuations in the three bands
     private int _queuedItems; // this dispatch's work items in the pool's queue, not yet started
@@ -76,6 +76,9 @@ internal sealed class ApplicationDispatch : IThreadPoolWorkItem
         _queueToPool = queueToPool;
     }
 
+    /// <summary>Test seam: from now on, this dispatch's work items go to <paramref name="queueToPool"/> instead.</summary>
+    internal void RedirectWorkItemsForTest(Action<IThreadPoolWorkItem> queueToPool) => Volatile.Write(ref _queueToPool, queueToPool);
+
     /// <summary>While the pool is backed up, at most this many of this dispatch's work items wait in its queue.</summary>
     public int MaxQueuedItems { get; }
 
@@ -84,6 +87,13 @@ internal sealed class ApplicationDispatch : IThreadPoolWorkItem
 
     /// <summary>This dispatch's work items in the pool's queue, not yet started (test seam).</summary>
     internal int QueuedItems => Volatile.Read(ref _queuedItems);
+
+    /// <summary>
+    /// True while more of this ring's application work is on its way to a pool thread: a work item of this dispatch
+    /// waits in the pool's queue, or a continuation waits here. A send flushed now can then wait for the ring's next
+    /// turn and leave in one submission with the responses of that work, instead of one send(2) of its own.
+    /// </summary>
+    internal bool MoreWorkQueued => Volatile.Read(ref _queuedItems) > 0 || Volatile.Read(ref _waiting) > 0;
 
     /// <summary>True while the pool is backed up (see <see cref="BackedUpWait"/>).</summary>
     internal bool BackedUp => _backedUp;
@@ -143,7 +153,7 @@ internal sealed class ApplicationDispatch : IThreadPoolWorkItem
             }
             if (Interlocked.CompareExchange(ref _queuedItems, queued + 1, queued) == queued)
             {
-                _queueToPool(this);
+                Volatile.Read(ref _queueToPool)(this);
             }
         }
     }

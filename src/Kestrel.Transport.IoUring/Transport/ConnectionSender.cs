@@ -35,7 +35,10 @@ internal enum SenderState
 /// With direct sends (<see cref="SendPathMode.Direct"/>) the output pipe resumes the loop on the thread that flushed
 /// (<see cref="FlushingThreadScheduler"/>: inline for its first flush of a work item, from its local queue when that
 /// work item ends for the flushes that follow, so flushes in a row leave in one send), and that thread sends with a
-/// non-blocking send(2) on the socket's ordinary descriptor, as the Sockets transport does. What the kernel does not take (a full socket buffer: EAGAIN or
+/// non-blocking send(2) on the socket's ordinary descriptor, as the Sockets transport does. In a burst, when more of
+/// the ring's application work is already queued for the pool (<see cref="ApplicationDispatch.MoreWorkQueued"/>), the
+/// flushing thread hands the loop to the ring instead: the ring sends in its next submission, together with that
+/// work's responses, one io_uring_enter and one wake-up of the peer for the burst instead of a send(2) each. What the kernel does not take (a full socket buffer: EAGAIN or
 /// a partial send) moves the loop to the ring thread, which sends the rest through the ring and keeps sending through
 /// the ring while more is already waiting; once the output is drained, the next flush sends directly again. An error
 /// moves the loop to the ring thread too, where it is classified exactly like a ring send's. Zero-copy sends always
@@ -139,6 +142,14 @@ internal sealed partial class ConnectionSender : IValueTaskSource<int>
                 if (_ring.IsOwnerThread)
                 {
                     sent = await SendThroughRingAsync(buffer);
+                }
+                else if (_ring.ApplicationDispatch is { MoreWorkQueued: true })
+                {
+                    // More of this ring's application work is about to run on the pool: this response goes out with
+                    // theirs, in the ring's next submission (the ring thread is woken by the eventfd, once per burst).
+                    _output.AdvanceTo(buffer.Start);
+                    await _ring.SwitchTo();
+                    continue;
                 }
                 else
                 {

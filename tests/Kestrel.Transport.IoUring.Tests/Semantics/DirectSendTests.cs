@@ -269,22 +269,7 @@ public sealed class DirectSendTests
     }
 
     private static async Task<string> ReadSeedAsync(ConnectionContext connection)
-    {
-        var input = connection.Transport.Input;
-        while (true)
-        {
-            var read = await input.ReadAsync();
-            var text = Encoding.ASCII.GetString(read.Buffer);
-            int newline = text.IndexOf('\n');
-            if (newline >= 0)
-            {
-                input.AdvanceTo(read.Buffer.GetPosition(newline + 1));
-                return text[..newline];
-            }
-            if (read.IsCompleted) throw new InvalidOperationException("no seed line");
-            input.AdvanceTo(read.Buffer.Start, read.Buffer.End);
-        }
-    }
+        => await SendPathServer.ReadLineAsync(connection) ?? throw new InvalidOperationException("no seed line");
 
     private static async Task<long> PollActiveConnectionsAsync(TransportMetricsCollector metrics)
     {

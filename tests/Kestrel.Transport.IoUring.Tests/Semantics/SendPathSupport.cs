@@ -2,6 +2,7 @@ using System.IO.Pipelines;
 using System.Net;
 using System.Net.Sockets;
 using System.Security.Cryptography;
+using System.Text;
 using Kestrel.Transport.IoUring.Tests.Infrastructure;
 using Kestrel.Transport.IoUring.Tests.Protocols;
 using Microsoft.AspNetCore.Connections;
@@ -51,6 +52,28 @@ internal static class SendPathServer
             {
                 await Task.Yield(); // the next flush comes from another pool thread
             }
+        }
+    }
+
+    /// <summary>Reads one line from the connection's input (without the newline); null once the input completed first.</summary>
+    public static async Task<string?> ReadLineAsync(ConnectionContext connection)
+    {
+        var input = connection.Transport.Input;
+        while (true)
+        {
+            var read = await input.ReadAsync();
+            var text = Encoding.ASCII.GetString(read.Buffer);
+            int newline = text.IndexOf('\n');
+            if (newline >= 0)
+            {
+                input.AdvanceTo(read.Buffer.GetPosition(newline + 1));
+                return text[..newline];
+            }
+            if (read.IsCompleted)
+            {
+                return null;
+            }
+            input.AdvanceTo(read.Buffer.Start, read.Buffer.End);
         }
     }
 

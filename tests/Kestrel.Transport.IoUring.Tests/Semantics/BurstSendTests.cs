@@ -1,0 +1,87 @@
+using System.Collections.Concurrent;
+using System.Net.Sockets;
+using System.Text;
+using Kestrel.Transport.IoUring.Tests.Hardening;
+using Kestrel.Transport.IoUring.Tests.Infrastructure;
+using Kestrel.Transport.IoUring.Tests.Protocols;
+using Kestrel.Transport.IoUring.Transport;
+using Microsoft.AspNetCore.Connections;
+
+namespace Kestrel.Transport.IoUring.Tests.Semantics;
+
+/// <summary>
+/// Direct sends in a burst: while more of the ring's application work is on its way to the pool, a flush leaves
+/// through the ring (in its next submission, with the responses of that work); with nothing queued it leaves at once
+/// with send(2) on the flushing thread.
+/// </summary>
+[Collection(HeavyProtocolCollection.Name)]
+public sealed class BurstSendTests
+{
+    [Fact]
+    public async Task AFlushWhileMoreApplicationWorkIsQueuedLeavesThroughTheRingAndOneWithoutGoesDirectly()
+    {
+        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var firstWaiting = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var server = await SendPathServer.StartAsync(SendPathMode.Direct, async connection =>
+        {
+            string? line = await SendPathServer.ReadLineAsync(connection);
+            if (line == "wait")
+            {
+                firstWaiting.TrySetResult();
+                await gate.Task; // resumes on a pool thread, outside the dispatch
+            }
+            await connection.Transport.Output.WriteAsync(Encoding.ASCII.GetBytes($"reply to {line}\n"));
+            await SendPathServer.ReadLineAsync(connection); // until the client closes
+        }, o => o.RingCount = 1);
+        using var metrics = new TransportMetricsCollector(server.Services);
+        var dispatch = server.Factory.Rings[0].ApplicationDispatch!;
+
+        using var first = RawSocket.Connect(server.Port);
+        first.Send("wait\n"u8);
+        await firstWaiting.Task.WaitAsync(TimeSpan.FromSeconds(15));
+
+        // The second connection's first read is filed in the dispatch, and its work item held back from the pool:
+        // application work of this ring is now queued.
+        var held = new ConcurrentQueue<IThreadPoolWorkItem>();
+        var workQueued = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        dispatch.RedirectWorkItemsForTest(item =>
+        {
+            held.Enqueue(item);
+            workQueued.TrySetResult();
+        });
+        using var second = RawSocket.Connect(server.Port);
+        second.Send("go\n"u8);
+        await workQueued.Task.WaitAsync(TimeSpan.FromSeconds(15));
+        Assert.True(dispatch.MoreWorkQueued);
+
+        long directBefore = metrics.Total("iouring.sends.direct"), ringBefore = metrics.Total("iouring.sends.ring");
+        gate.SetResult();
+        Assert.Equal("reply to wait\n", await ReceiveLineAsync(first));
+        Assert.Equal(directBefore, metrics.Total("iouring.sends.direct"));
+        Assert.Equal(ringBefore + 1, metrics.Total("iouring.sends.ring"));
+
+        // Released: the held work runs, and with nothing else queued its response goes out directly.
+        dispatch.RedirectWorkItemsForTest(item => ThreadPool.UnsafeQueueUserWorkItem(item, preferLocal: false));
+        while (held.TryDequeue(out var item))
+        {
+            ThreadPool.UnsafeQueueUserWorkItem(item, preferLocal: false);
+        }
+        Assert.Equal("reply to go\n", await ReceiveLineAsync(second));
+        Assert.False(dispatch.MoreWorkQueued);
+        Assert.Equal(directBefore + 1, metrics.Total("iouring.sends.direct"));
+        Assert.Equal(ringBefore + 1, metrics.Total("iouring.sends.ring"));
+    }
+
+    private static Task<string> ReceiveLineAsync(Socket socket) => BlockingClient.Run(() =>
+    {
+        var received = new List<byte>();
+        var buffer = new byte[256];
+        while (!received.Contains((byte)'\n'))
+        {
+            int n = socket.Receive(buffer);
+            Assert.True(n > 0, "the server closed early");
+            received.AddRange(buffer.AsSpan(0, n).ToArray());
+        }
+        return Encoding.ASCII.GetString(received.ToArray());
+    }).WaitAsync(TimeSpan.FromSeconds(15));
+}
