@@ -174,6 +174,28 @@ machine_busy_ticks() { awk '/^cpu / {print $2 + $3 + $4}' /proc/stat; }
 # ------------------------------------------------------------------------------------------------------ load tools
 # run_load <scenario> <seconds> <outfile>: runs the load generator on CLIENT_CPU; prints the tool's name. The load
 # generator's own CPU seconds (user + system) go to <outfile>.cpu.
+# warm_server <tag-prefix> <scenario>...: warms the running server for every protocol the scenarios use before any window
+# is measured: PROTOCOL_WARMUP s (10) of h2c, TLS HTTP/2 and TLS HTTP/1.1 load for each of them in the list, then
+# WARMUP s of plaintext HTTP/1.1 (the first measured scenario's protocol, so its tier-1 code is the freshest).
+# Why: a server warmed by plaintext alone still ran HTTP/2 from colder code; after 25 s of plaintext and 2 s of h2c,
+# one fresh server's 5 s h2c windows rose from 203k to 327k req/s over 20 s (Inline), which spread one row's rounds
+# from 100k to 224k. With every protocol warmed first, four fresh servers' windows stayed within 290k-327k.
+PROTOCOL_WARMUP="${PROTOCOL_WARMUP:-10}"
+warm_server() {
+  local prefix="$1" kind s; shift
+  local -A warmed=()
+  if (( PROTOCOL_WARMUP > 0 )); then
+    for s in "$@"; do
+      kind="$(scenario_kind "$s")"
+      case "$kind" in h2c | tls-h2 | tls-h1) ;; *) continue ;; esac
+      [[ -n "${warmed[$kind]:-}" ]] && continue
+      warmed[$kind]=1
+      run_load "$s" "$PROTOCOL_WARMUP" "$prefix.warmup-$kind.txt" >/dev/null
+    done
+  fi
+  run_load plaintext-c64 "$WARMUP" "$prefix.warmup.txt" >/dev/null
+}
+
 run_load() {
   local scenario="$1" secs="$2" out="$3" tool
   local http="http://127.0.0.1:$SERVER_PORT" conns path="/plaintext" pipeline=0

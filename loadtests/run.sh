@@ -6,11 +6,12 @@
 #   PUBLISH=1 loadtests/run.sh       # also replace the committed results/latest.md, latest.svg, latest-starvation.svg
 #
 # Method: the server is pinned to SERVER_CPU and the load generator to CLIENT_CPU; every round starts a fresh server
-# per transport and variant, warms it with WARMUP seconds of load, then runs each scenario for SCENARIO_WARMUP +
-# DURATION seconds; the order of the servers alternates between rounds; the report gives medians over the rounds.
+# per transport and variant, warms it with PROTOCOL_WARMUP seconds of each HTTP/2 or TLS protocol selected and WARMUP
+# seconds of plaintext load (warm_server in lib.sh), then runs each scenario for SCENARIO_WARMUP + DURATION seconds;
+# the order of the servers alternates between rounds; the report gives medians over the rounds.
 #
 # Knobs (environment; defaults of the full run, QUICK's in brackets):
-#   ROUNDS=3 [1]  WARMUP=25 [3]  SCENARIO_WARMUP=2 [1]  DURATION=10 [3]
+#   ROUNDS=3 [1]  WARMUP=25 [3]  PROTOCOL_WARMUP=10 [2]  SCENARIO_WARMUP=2 [1]  DURATION=10 [3]
 #   SCENARIOS="..."      substrings of the scenario names below (default: every scenario with a goal, idle5000, starvation;
 #                        QUICK: the same without idle5000)
 #   VARIANTS="default inline ringsends" [default]   io_uring rows, each against Sockets with default options:
@@ -41,7 +42,7 @@ REPO="$(cd "$HERE/.." && pwd)"
 QUICK="${QUICK:-0}"
 GOAL_SCENARIOS="plaintext-c64 pipelined-c256 json-c64 download-1mib-c16 h2c-16x32 tls-h2-16x32 tls-h1-c64"
 if [[ "$QUICK" == 1 ]]; then
-  ROUNDS="${ROUNDS:-1}"; WARMUP="${WARMUP:-3}"; SCENARIO_WARMUP="${SCENARIO_WARMUP:-1}"; DURATION="${DURATION:-3}"
+  ROUNDS="${ROUNDS:-1}"; WARMUP="${WARMUP:-3}"; PROTOCOL_WARMUP="${PROTOCOL_WARMUP:-2}"; SCENARIO_WARMUP="${SCENARIO_WARMUP:-1}"; DURATION="${DURATION:-3}"
   VARIANTS="${VARIANTS-default}"; SCENARIOS="${SCENARIOS:-$GOAL_SCENARIOS starvation}"
   STARVE_ROUNDS="${STARVE_ROUNDS:-1}"; STARVE_SECONDS="${STARVE_SECONDS:-5}"; STARVE_TIMEOUT="${STARVE_TIMEOUT:-20}"
   SYSCALLS="${SYSCALLS:-0}"
@@ -220,13 +221,13 @@ starve() {
 # ----------------------------------------------------------------------------------------------------- measure
 python3 "$HERE/tools.py" meta --out "$RAW/meta.json" --commit "$COMMIT" --dirty "$DIRTY" --server-cpu "$SERVER_CPU" \
   --client-cpu "$CLIENT_CPU" --tools "$TOOL_SUMMARY" --rounds "$ROUNDS" --duration "$DURATION" --warmup "$WARMUP" \
-  --scenario-warmup "$SCENARIO_WARMUP" --variants "$VARIANTS $ADVANCED" --quick "$QUICK" --starve "$STARVE_ROUNDS" \
+  --protocol-warmup "$PROTOCOL_WARMUP" --scenario-warmup "$SCENARIO_WARMUP" --variants "$VARIANTS $ADVANCED" --quick "$QUICK" --starve "$STARVE_ROUNDS" \
   "$STARVE_SECONDS" "$STARVE_TIMEOUT" --other-cpu-before "$OTHER_CPU_BEFORE" --uptime-before "$UPTIME_BEFORE"
 
 COMBOS="sockets:default"
 for v in $VARIANTS $ADVANCED; do COMBOS+=" iouring:$v"; done
 REVERSED="$(tr ' ' '\n' <<<"$COMBOS" | tac | tr '\n' ' ')"
-log "measuring: rounds=$ROUNDS warm-up=${WARMUP}s then ${SCENARIO_WARMUP}s + ${DURATION}s per scenario; servers=[$COMBOS]; scenarios=[${SELECTED% }]"
+log "measuring: rounds=$ROUNDS warm-up=${PROTOCOL_WARMUP}s per HTTP/2 or TLS protocol + ${WARMUP}s plaintext, then ${SCENARIO_WARMUP}s + ${DURATION}s per scenario; servers=[$COMBOS]; scenarios=[${SELECTED% }]"
 for round in $(seq "$ROUNDS"); do
   if (( round % 2 == 1 )); then ORDER="$COMBOS"; else ORDER="$REVERSED"; fi
   log "round $round of $ROUNDS (order: $ORDER)"
@@ -243,7 +244,7 @@ for round in $(seq "$ROUNDS"); do
     if (( rc == 3 )); then SKIPPED_VARIANTS+="$variant "; echo "$variant: $(grep -m1 'unknown io_uring option' "$RAW/r$round-$variant-$transport.server.log")" >>"$RAW/skipped.txt"; continue; fi
     log "  $transport $variant: $TRANSPORT_LINE"
     if (( round == 1 )); then verify_server || die "verification failed for $transport $variant (log: $RAW/r$round-$variant-$transport.server.log)"; fi
-    run_load plaintext-c64 "$WARMUP" "$RAW/r$round-$variant-$transport.warmup.txt" >/dev/null
+    warm_server "$RAW/r$round-$variant-$transport" $scenarios
     for scenario in $scenarios; do measure "$round" "$scenario" "$variant" "$transport"; done
     stop_server
   done
