@@ -195,7 +195,7 @@ def markdown(run, name, elapsed):
     L.append(f"- Before the run: other processes used {m.get('other_cpu_before', 0):.2f} CPUs; `{m.get('uptime_before', '')}`")
     L.append(f"- Server pinned to CPU {m['server_cpu']}, load generator to CPU {m['client_cpu']}; tools: {m['tool_summary']}")
     L.append(f"- Method: {m['rounds']} round(s); each round starts a fresh server per transport and variant, warms it with "
-             + (f"{m['protocol_warmup']} s of load per HTTP/2 or TLS protocol measured and " if m.get('protocol_warmup') else "")
+             + (f"{m['protocol_warmup']} s of load per pipelined, HTTP/2 or TLS protocol measured and " if m.get('protocol_warmup') else "")
              + f"{m['warmup']} s of plaintext load, then runs every scenario for {m['scenario_warmup']} s of warm-up and {m['duration']} s "
              f"measured; the order of the servers alternates between rounds; figures are medians over the rounds.")
     if run.skipped:

@@ -6,7 +6,7 @@
 #   PUBLISH=1 loadtests/run.sh       # also replace the committed results/latest.md, latest.svg, latest-starvation.svg
 #
 # Method: the server is pinned to SERVER_CPU and the load generator to CLIENT_CPU; every round starts a fresh server
-# per transport and variant, warms it with PROTOCOL_WARMUP seconds of each HTTP/2 or TLS protocol selected and WARMUP
+# per transport and variant, warms it with PROTOCOL_WARMUP seconds of each pipelined, HTTP/2 or TLS protocol selected and WARMUP
 # seconds of plaintext load (warm_server in lib.sh), then runs each scenario for SCENARIO_WARMUP + DURATION seconds;
 # the order of the servers alternates between rounds; the report gives medians over the rounds.
 #
@@ -227,7 +227,7 @@ python3 "$HERE/tools.py" meta --out "$RAW/meta.json" --commit "$COMMIT" --dirty 
 COMBOS="sockets:default"
 for v in $VARIANTS $ADVANCED; do COMBOS+=" iouring:$v"; done
 REVERSED="$(tr ' ' '\n' <<<"$COMBOS" | tac | tr '\n' ' ')"
-log "measuring: rounds=$ROUNDS warm-up=${PROTOCOL_WARMUP}s per HTTP/2 or TLS protocol + ${WARMUP}s plaintext, then ${SCENARIO_WARMUP}s + ${DURATION}s per scenario; servers=[$COMBOS]; scenarios=[${SELECTED% }]"
+log "measuring: rounds=$ROUNDS warm-up=${PROTOCOL_WARMUP}s per pipelined, HTTP/2 or TLS protocol + ${WARMUP}s plaintext, then ${SCENARIO_WARMUP}s + ${DURATION}s per scenario; servers=[$COMBOS]; scenarios=[${SELECTED% }]"
 for round in $(seq "$ROUNDS"); do
   if (( round % 2 == 1 )); then ORDER="$COMBOS"; else ORDER="$REVERSED"; fi
   log "round $round of $ROUNDS (order: $ORDER)"
