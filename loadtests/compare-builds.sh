@@ -5,12 +5,11 @@
 #   loadtests/compare-builds.sh BEFORE_REV [AFTER_REV]   # revisions of this repository (AFTER: the work tree)
 #
 # Same method as run.sh, on io_uring only: server pinned to SERVER_CPU, load generator to CLIENT_CPU, a fresh server
-# per round and build warmed as run.sh does (warm_server: PROTOCOL_WARMUP s per HTTP/2 or TLS protocol, then WARMUP s of
-# plaintext), SCENARIO_WARMUP s before each window, the order of the builds
-# alternating between rounds, medians of ROUNDS. Prints one Markdown table: requests/s and server CPU µs per request
+# per round and build warmed as run.sh does (warm_server in lib.sh), SCENARIO_WARMUP s before each window, the order of
+# the builds alternating between rounds, medians of ROUNDS. Prints one Markdown table: requests/s and server CPU µs per request
 # of each build, and after ÷ before.
-# Knobs: VARIANTS="default inline" SCENARIOS="plaintext-c64 pipelined-c256" ROUNDS=3 WARMUP=25 PROTOCOL_WARMUP=10 SCENARIO_WARMUP=2
-# DURATION=10 PORT SERVER_CPU CLIENT_CPU. Each build's io_uring options come from variant_options (lib.sh).
+# Knobs: VARIANTS="default inline" SCENARIOS="plaintext-c64 pipelined-c256" ROUNDS=3 WARMUP=25 PROTOCOL_WARMUP=10
+# WARMUP_CHUNK=5 SCENARIO_WARMUP=2 DURATION=10 PORT SERVER_CPU CLIENT_CPU. Each build's io_uring options come from variant_options (lib.sh).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

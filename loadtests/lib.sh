@@ -174,45 +174,6 @@ machine_busy_ticks() { awk '/^cpu / {print $2 + $3 + $4}' /proc/stat; }
 # ------------------------------------------------------------------------------------------------------ load tools
 # run_load <scenario> <seconds> <outfile>: runs the load generator on CLIENT_CPU; prints the tool's name. The load
 # generator's own CPU seconds (user + system) go to <outfile>.cpu.
-# warm_server <tag-prefix> <scenario>...: warms the running server for every code path the scenarios use before any
-# window is measured: PROTOCOL_WARMUP s (10) of pipelined HTTP/1.1, h2c, TLS HTTP/2 and TLS HTTP/1.1 load for each of
-# them in the list, then WARMUP s of plaintext HTTP/1.1 (the first measured scenario's protocol, so its tier-1 code is
-# the freshest). Every phase runs as loads of at most WARMUP_CHUNK s (5), each with its own connections.
-# Why every protocol: a server warmed by plaintext alone still ran HTTP/2 from colder code; after 25 s of plaintext and
-# 2 s of h2c, one fresh server's 5 s h2c windows rose from 203k to 327k req/s over 20 s (Inline), which spread one row's
-# rounds from 100k to 224k. With every protocol warmed first, four fresh servers' windows stayed within 290k-327k.
-# Why chunks: the JIT tiers a method up only after it is called 30 times once call counting has begun, and a load that
-# opens its connections once at the start calls the connection set-up and tear-down code 64 times in all, mostly
-# before counting begins. The first measured scenario then set off ~1,100 method compilations (tier 0, instrumented,
-# tier 1) on the server's one core: pipelined windows of fresh default-mode servers started anywhere from 273k to
-# 510k req/s and rose for 20 s. With pipelined warmed too and every phase in 5 s loads, three of four fresh servers
-# gave 468k-505k from their first window on; the fourth 307k, 298k, then 458k (not settled: see loadtests/README.md).
-PROTOCOL_WARMUP="${PROTOCOL_WARMUP:-10}"
-WARMUP_CHUNK="${WARMUP_CHUNK:-5}"
-warm_for() {
-  local scenario="$1" secs="$2" out="$3" chunk
-  while (( secs > 0 )); do
-    chunk=$(( secs < WARMUP_CHUNK ? secs : WARMUP_CHUNK ))
-    run_load "$scenario" "$chunk" "$out" >/dev/null
-    secs=$(( secs - chunk ))
-  done
-}
-warm_server() {
-  local prefix="$1" kind s; shift
-  local -A warmed=()
-  if (( PROTOCOL_WARMUP > 0 )); then
-    for s in "$@"; do
-      kind="$(scenario_kind "$s")"
-      [[ "$s" == pipelined-* ]] && kind=pipelined
-      case "$kind" in pipelined | h2c | tls-h2 | tls-h1) ;; *) continue ;; esac
-      [[ -n "${warmed[$kind]:-}" ]] && continue
-      warmed[$kind]=1
-      warm_for "$s" "$PROTOCOL_WARMUP" "$prefix.warmup-$kind.txt"
-    done
-  fi
-  warm_for plaintext-c64 "$WARMUP" "$prefix.warmup.txt"
-}
-
 run_load() {
   local scenario="$1" secs="$2" out="$3" tool
   local http="http://127.0.0.1:$SERVER_PORT" conns path="/plaintext" pipeline=0
@@ -252,4 +213,44 @@ run_load() {
   times >"$out.times"
   tail -1 "$out.times" | awk '{ split($1, u, /[ms]/); split($2, s, /[ms]/); print u[1] * 60 + u[2] + s[1] * 60 + s[2] }' >"$out.cpu"
   echo "$tool"
+}
+
+# warmup_group <scenario>: the code path a scenario needs warmed beyond plaintext HTTP/1.1 (pipelined, h2c, tls-h2,
+# tls-h1), or nothing when plaintext load covers it.
+warmup_group() {
+  case "$1" in
+    pipelined-c*) echo pipelined ;;
+    *) case "$(scenario_kind "$1")" in h2c | tls-h2 | tls-h1) scenario_kind "$1" ;; esac ;;
+  esac
+}
+
+# warm_for <scenario> <seconds> <outfile>: that load for that long, as loads of at most WARMUP_CHUNK s, each opening
+# its own connections (so that connection set-up and tear-down code is called often enough to be tiered up too).
+warm_for() {
+  local scenario="$1" secs="$2" out="$3" chunk
+  while (( secs > 0 )); do
+    chunk=$(( secs < WARMUP_CHUNK ? secs : WARMUP_CHUNK ))
+    run_load "$scenario" "$chunk" "$out" >/dev/null
+    secs=$(( secs - chunk ))
+  done
+}
+
+# warm_server <tag-prefix> <scenario>...: warms the running server for every code path the scenarios use before any
+# window is measured: PROTOCOL_WARMUP s (10) of each warm-up group among them, then WARMUP s of plaintext HTTP/1.1 (the
+# first measured scenario's protocol, so its tier-1 code is the freshest). Why, with the measurements: the JIT on the
+# server's one core; see "Method" in loadtests/README.md.
+PROTOCOL_WARMUP="${PROTOCOL_WARMUP:-10}"
+WARMUP_CHUNK="${WARMUP_CHUNK:-5}"
+warm_server() {
+  local prefix="$1" group s; shift
+  local -A warmed=()
+  if (( PROTOCOL_WARMUP > 0 )); then
+    for s in "$@"; do
+      group="$(warmup_group "$s")"
+      [[ -z "$group" || -n "${warmed[$group]:-}" ]] && continue
+      warmed[$group]=1
+      warm_for "$s" "$PROTOCOL_WARMUP" "$prefix.warmup-$group.txt"
+    done
+  fi
+  warm_for plaintext-c64 "$WARMUP" "$prefix.warmup.txt"
 }

@@ -196,7 +196,9 @@ def markdown(run, name, elapsed):
     L.append(f"- Server pinned to CPU {m['server_cpu']}, load generator to CPU {m['client_cpu']}; tools: {m['tool_summary']}")
     L.append(f"- Method: {m['rounds']} round(s); each round starts a fresh server per transport and variant, warms it with "
              + (f"{m['protocol_warmup']} s of load per pipelined, HTTP/2 or TLS protocol measured and " if m.get('protocol_warmup') else "")
-             + f"{m['warmup']} s of plaintext load, then runs every scenario for {m['scenario_warmup']} s of warm-up and {m['duration']} s "
+             + f"{m['warmup']} s of plaintext load"
+             + (f" (every warm-up load at most {m['warmup_chunk']} s, each with new connections)" if m.get('warmup_chunk') else "")
+             + f", then runs every scenario for {m['scenario_warmup']} s of warm-up and {m['duration']} s "
              f"measured; the order of the servers alternates between rounds; figures are medians over the rounds.")
     if run.skipped:
         L.append("- Rows skipped because the server refused the variant's option: " + "; ".join(run.skipped))

@@ -6,12 +6,13 @@
 #   PUBLISH=1 loadtests/run.sh       # also replace the committed results/latest.md, latest.svg, latest-starvation.svg
 #
 # Method: the server is pinned to SERVER_CPU and the load generator to CLIENT_CPU; every round starts a fresh server
-# per transport and variant, warms it with PROTOCOL_WARMUP seconds of each pipelined, HTTP/2 or TLS protocol selected and WARMUP
-# seconds of plaintext load (warm_server in lib.sh), then runs each scenario for SCENARIO_WARMUP + DURATION seconds;
-# the order of the servers alternates between rounds; the report gives medians over the rounds.
+# per transport and variant, warms it with PROTOCOL_WARMUP seconds of each pipelined, HTTP/2 or TLS protocol selected
+# and WARMUP seconds of plaintext, in loads of at most WARMUP_CHUNK seconds (warm_server in lib.sh), then runs each
+# scenario for SCENARIO_WARMUP + DURATION seconds; the order of the servers alternates between rounds; the report
+# gives medians over the rounds.
 #
 # Knobs (environment; defaults of the full run, QUICK's in brackets):
-#   ROUNDS=3 [1]  WARMUP=25 [3]  PROTOCOL_WARMUP=10 [2]  SCENARIO_WARMUP=2 [1]  DURATION=10 [3]
+#   ROUNDS=3 [1]  WARMUP=25 [3]  PROTOCOL_WARMUP=10 [2]  WARMUP_CHUNK=5  SCENARIO_WARMUP=2 [1]  DURATION=10 [3]
 #   SCENARIOS="..."      substrings of the scenario names below (default: every scenario with a goal, idle5000, starvation;
 #                        QUICK: the same without idle5000)
 #   VARIANTS="default inline ringsends" [default]   io_uring rows, each against Sockets with default options:
@@ -221,7 +222,7 @@ starve() {
 # ----------------------------------------------------------------------------------------------------- measure
 python3 "$HERE/tools.py" meta --out "$RAW/meta.json" --commit "$COMMIT" --dirty "$DIRTY" --server-cpu "$SERVER_CPU" \
   --client-cpu "$CLIENT_CPU" --tools "$TOOL_SUMMARY" --rounds "$ROUNDS" --duration "$DURATION" --warmup "$WARMUP" \
-  --protocol-warmup "$PROTOCOL_WARMUP" --scenario-warmup "$SCENARIO_WARMUP" --variants "$VARIANTS $ADVANCED" --quick "$QUICK" --starve "$STARVE_ROUNDS" \
+  --protocol-warmup "$PROTOCOL_WARMUP" --warmup-chunk "$WARMUP_CHUNK" --scenario-warmup "$SCENARIO_WARMUP" --variants "$VARIANTS $ADVANCED" --quick "$QUICK" --starve "$STARVE_ROUNDS" \
   "$STARVE_SECONDS" "$STARVE_TIMEOUT" --other-cpu-before "$OTHER_CPU_BEFORE" --uptime-before "$UPTIME_BEFORE"
 
 COMBOS="sockets:default"

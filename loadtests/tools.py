@@ -244,7 +244,7 @@ def meta(a):
                    nproc=str(os.cpu_count()), cpu_model=cpu, kernel=platform.release(), mem="RAM " + mem,
                    dotnet=subprocess.run(["dotnet", "--version"], capture_output=True, text=True).stdout.strip(),
                    server_cpu=a.server_cpu, client_cpu=a.client_cpu, tool_summary=a.tools, rounds=a.rounds, duration=a.duration,
-                   warmup=a.warmup, protocol_warmup=a.protocol_warmup, scenario_warmup=a.scenario_warmup, variants=a.variants.split(), quick=a.quick == "1",
+                   warmup=a.warmup, protocol_warmup=a.protocol_warmup, warmup_chunk=a.warmup_chunk, scenario_warmup=a.scenario_warmup, variants=a.variants.split(), quick=a.quick == "1",
                    starve_rounds=a.starve[0], starve_seconds=a.starve[1], starve_timeout=a.starve[2],
                    other_cpu_before=a.other_cpu_before, uptime_before=a.uptime_before.strip()),
               open(a.out, "w"))
@@ -274,7 +274,7 @@ def main():
     m = sub.add_parser("meta")
     for name in ("--out", "--commit", "--dirty", "--tools", "--variants", "--quick", "--uptime-before"):
         m.add_argument(name, required=True)
-    for name in ("--server-cpu", "--client-cpu", "--rounds", "--duration", "--warmup", "--protocol-warmup", "--scenario-warmup"):
+    for name in ("--server-cpu", "--client-cpu", "--rounds", "--duration", "--warmup", "--protocol-warmup", "--warmup-chunk", "--scenario-warmup"):
         m.add_argument(name, type=int, required=True)
     m.add_argument("--starve", type=float, nargs=3, required=True); m.add_argument("--other-cpu-before", type=float, required=True)
     a = ap.parse_args()
