@@ -158,6 +158,37 @@ start_server() {
   return 0
 }
 
+# Servers side by side: run.sh keeps every server of a round alive on SERVER_CPU and measures them in turn, so that
+# the windows of one scenario lie close together in time (see "Machine speed" in loadtests/README.md).
+# park_server <key>: remembers the running server (SERVER_PID, its ports, TRANSPORT_LINE) under <key>;
+# use_server <key>: makes a parked server the current one; stop_all_servers: stops every parked server and the current.
+declare -A PARKED_SERVERS=() PARKED_LINES=()
+park_server() { PARKED_SERVERS[$1]="$SERVER_PID $SERVER_PORT $H2C_PORT $TLS_PORT"; PARKED_LINES[$1]="$TRANSPORT_LINE"; }
+use_server() {
+  read -r SERVER_PID SERVER_PORT H2C_PORT TLS_PORT <<<"${PARKED_SERVERS[$1]}"
+  TRANSPORT_LINE="${PARKED_LINES[$1]}"
+}
+stop_all_servers() {
+  local key
+  for key in "${!PARKED_SERVERS[@]}"; do use_server "$key"; stop_server; done
+  PARKED_SERVERS=(); PARKED_LINES=()
+  stop_server
+}
+
+# build_memprobe <dir>: compiles memprobe.c (the machine-speed probe) into <dir>; sets MEMPROBE, empty without a C
+# compiler (the report then says the probe was not run).
+build_memprobe() {
+  MEMPROBE=""
+  local cc; cc="$(command -v cc || command -v clang || command -v gcc || true)"
+  if [[ -z "$cc" ]]; then log "no C compiler (cc, clang, gcc) on PATH: machine speed is not probed"; return 0; fi
+  "$cc" -O2 -o "$1/memprobe" "$HERE/memprobe.c" || { log "memprobe.c did not compile: machine speed is not probed"; return 0; }
+  MEMPROBE="$1/memprobe"
+}
+# machine_probe_ms: the memory probe's time on SERVER_CPU in ms (-1 when there is no probe).
+machine_probe_ms() {
+  if [[ -n "${MEMPROBE:-}" ]]; then taskset -c "$SERVER_CPU" "$MEMPROBE"; else echo -1; fi
+}
+
 cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 status_kib() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
 # count_context_switches <pid> <seconds> <file>: the process's context switches over the next <seconds>, all threads,

@@ -25,6 +25,7 @@ THROUGHPUT_GOALS = {"plaintext-c64": (1.6, ["default"]), "pipelined-c256": (1.4,
 CPU_GOAL = 1.1          # default mode's server CPU per request at most this times Inline's
 P99_GOAL_SCENARIOS = ["plaintext-c64", "json-c64"]   # io_uring default's p99 at most Sockets'
 BUSY_CPUS = 0.25        # other processes using more than this many CPUs make the figures noisy
+SLOW_PROBE = 1.15       # a window whose memory probe took more than this times the run's median: the machine was slow
 
 
 def med(values):
@@ -44,6 +45,8 @@ def summarize(rows):
     return {
         "rps": med([r["rps"] for r in rows]),
         "rps_all": [r["rps"] for r in rows],
+        "rps_by_round": {r["round"]: r["rps"] for r in rows},
+        "probe_all": [r.get("probe_ms") for r in rows],
         "p50_ms": med([r.get("p50_ms") for r in rows]),
         "p99_ms": med([r.get("p99_ms") for r in rows]),
         "mean_ms": med([r.get("mean_ms") for r in rows]),
@@ -101,6 +104,22 @@ class Run:
     def ratio(self, scenario, variant):
         u, s = self.iouring(scenario, variant), self.sockets(scenario)
         return u["rps"] / s["rps"] if u and s and u["rps"] and s["rps"] else None
+
+    def round_ratios(self, scenario, variant):
+        """io_uring's req/s over Sockets' of the same round: with the servers side by side, windows close in time."""
+        u, s = self.iouring(scenario, variant), self.sockets(scenario)
+        if not u or not s:
+            return []
+        return [u["rps_by_round"][k] / s["rps_by_round"][k] for k in sorted(u["rps_by_round"])
+                if s["rps_by_round"].get(k) and u["rps_by_round"][k]]
+
+    def machine_speed(self):
+        """(median probe ms, [(record, probe ms)] of the windows slower than SLOW_PROBE × the median), or None."""
+        probed = [(r, r["probe_ms"]) for r in self.records if r.get("probe_ms")]
+        if not probed:
+            return None
+        median = med([p for _, p in probed])
+        return median, [(r, p) for r, p in probed if p > SLOW_PROBE * median]
 
     def busy(self, short=False):
         """Why the figures are noisy, or "" when the machine was quiet before and during the run."""
@@ -194,12 +213,18 @@ def markdown(run, name, elapsed):
     L.append(f"- Machine: {m['nproc']} CPUs, {m['cpu_model']}; Linux {m['kernel']}; {m['mem']}; .NET SDK {m['dotnet']}")
     L.append(f"- Before the run: other processes used {m.get('other_cpu_before', 0):.2f} CPUs; `{m.get('uptime_before', '')}`")
     L.append(f"- Server pinned to CPU {m['server_cpu']}, load generator to CPU {m['client_cpu']}; tools: {m['tool_summary']}")
-    L.append(f"- Method: {m['rounds']} round(s); each round starts a fresh server per transport and variant, warms it with "
+    side = m.get("side_by_side")
+    L.append(f"- Method: {m['rounds']} round(s); each round starts a fresh server per transport and variant"
+             + (", all side by side on the server CPU," if side else ",") + " warms it with "
              + (f"{m['protocol_warmup']} s of load per pipelined, HTTP/2 or TLS protocol measured and " if m.get('protocol_warmup') else "")
              + f"{m['warmup']} s of plaintext load"
              + (f" (every warm-up load at most {m['warmup_chunk']} s, each with new connections)" if m.get('warmup_chunk') else "")
-             + f", then runs every scenario for {m['scenario_warmup']} s of warm-up and {m['duration']} s "
-             f"measured; the order of the servers alternates between rounds; figures are medians over the rounds.")
+             + (f", then measures each scenario on every server in turn, {m['scenario_warmup']} s of warm-up and {m['duration']} s "
+                "measured, each window followed by the machine speed probe; the order of the servers alternates between "
+                "scenarios and rounds" if side else
+                f", then runs every scenario for {m['scenario_warmup']} s of warm-up and {m['duration']} s "
+                "measured; the order of the servers alternates between rounds")
+             + "; figures are medians over the rounds.")
     if run.skipped:
         L.append("- Rows skipped because the server refused the variant's option: " + "; ".join(run.skipped))
     L += ["", "Rows: **Sockets** = Kestrel's Sockets transport, default options; **io_uring default** = default options "
@@ -303,16 +328,38 @@ def markdown(run, name, elapsed):
     if run.syscalls:
         L += ["## Syscalls per request", "", run.syscalls, ""]
 
+    speed = run.machine_speed()
+    if speed:
+        median, slow = speed
+        probes = [r["probe_ms"] for r in run.records if r.get("probe_ms")]
+        before = m.get("probe_before_ms")
+        L += ["## Machine speed", "",
+              "On a virtual machine the host's memory traffic changes how fast the guest runs, for every server alike. "
+              "After each window, with the servers idle, `memprobe.c` times 2M dependent loads through 32 MiB on the server "
+              f"CPU (median of 3 walks). Over this run: median {median:.0f} ms, range {min(probes):.0f}–{max(probes):.0f} ms"
+              + (f"; {before:.0f} ms before the run" if before else "") + ". "
+              f"Windows more than {(SLOW_PROBE - 1) * 100:.0f}% slower than the median: {len(slow)} of {len(probes)}"
+              + (":" if slow else "."), ""]
+        for r, p in slow:
+            L.append(f"- {r['scenario']}, {'Sockets' if r['transport'] == 'sockets' else VARIANT_TITLES.get(r['variant'], r['variant'])}, "
+                     f"round {r['round']}: {fmt(r['rps'])} req/s, probe {p:.0f} ms")
+        L.append("")
+
     L += ["## Per round and machine load", "",
           "Server and load-generator CPU in CPUs (1.0 = the whole pinned core); \"other\" = CPU time of every other process "
           "on the machine during the window (should be near 0).", "",
-          "| scenario | row | req/s per round | server CPU | load generator CPU | other (max) | tool |", "|---|---|---|--:|--:|--:|---|"]
+          "\"ratio per round\": io_uring's req/s over Sockets' of the same round; \"probe\": the machine speed probe after "
+          "each window, in ms (higher is slower).", "",
+          "| scenario | row | req/s per round | ratio per round | probe (ms) | server CPU | load generator CPU | other (max) | tool |",
+          "|---|---|---|---|---|--:|--:|--:|---|"]
     for sc in run.scenarios:
         for key, title in [(("default", "sockets"), "Sockets")] + [((v, "iouring"), VARIANT_TITLES.get(v, v)) for v in variants]:
             x = run.cells.get((sc,) + key)
             if x:
                 other = [o for o in x["other_cpu"] if o is not None]
-                L.append(f"| {sc} | {title} | {', '.join(fmt(v) for v in x['rps_all'])} | {fmt(x['cpu_util'], 2)} | "
+                ratios = ", ".join(f"{q:.2f}×" for q in run.round_ratios(sc, key[0])) if key[1] == "iouring" else ""
+                probes = ", ".join(fmt(p) for p in x["probe_all"]) if any(x["probe_all"]) else "–"
+                L.append(f"| {sc} | {title} | {', '.join(fmt(v) for v in x['rps_all'])} | {ratios or '–'} | {probes} | {fmt(x['cpu_util'], 2)} | "
                          f"{fmt(x['client_util'], 2)} | {fmt(max(other) if other else None, 2)} | {', '.join(x['tools'])} |")
     L += ["", "Transports as the servers reported them at start:", ""]
     import re

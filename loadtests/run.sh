@@ -5,11 +5,12 @@
 #   QUICK=1 loadtests/run.sh         # smoke run, under 3 minutes: 1 round, Sockets vs io_uring default, short windows
 #   PUBLISH=1 loadtests/run.sh       # also replace the committed results/latest.md, latest.svg, latest-starvation.svg
 #
-# Method: the server is pinned to SERVER_CPU and the load generator to CLIENT_CPU; every round starts a fresh server
-# per transport and variant, warms it with PROTOCOL_WARMUP seconds of each pipelined, HTTP/2 or TLS protocol selected
-# and WARMUP seconds of plaintext, in loads of at most WARMUP_CHUNK seconds (warm_server in lib.sh), then runs each
-# scenario for SCENARIO_WARMUP + DURATION seconds; the order of the servers alternates between rounds; the report
-# gives medians over the rounds.
+# Method: the servers are pinned to SERVER_CPU and the load generator to CLIENT_CPU; every round starts a fresh server
+# per transport and variant, all side by side, warms each with PROTOCOL_WARMUP seconds of each pipelined, HTTP/2 or TLS
+# protocol selected and WARMUP seconds of plaintext, in loads of at most WARMUP_CHUNK seconds (warm_server in lib.sh),
+# then measures each scenario on every server in turn for SCENARIO_WARMUP + DURATION seconds, followed by the machine
+# speed probe (memprobe.c); the order of the servers alternates between scenarios and rounds; the report gives medians
+# over the rounds.
 #
 # Knobs (environment; defaults of the full run, QUICK's in brackets):
 #   ROUNDS=3 [1]  WARMUP=25 [3]  PROTOCOL_WARMUP=10 [2]  WARMUP_CHUNK=5  SCENARIO_WARMUP=2 [1]  DURATION=10 [3]
@@ -127,13 +128,16 @@ log "before the run: other processes use $OTHER_CPU_BEFORE CPUs; $UPTIME_BEFORE"
 
 build_server
 make_certificate "$RAW"
+build_memprobe "$RAW"
+PROBE_BEFORE="$(machine_probe_ms)"
+log "machine speed before the run: memory probe $PROBE_BEFORE ms (loadtests/memprobe.c on CPU $SERVER_CPU)"
 COMMIT="$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 DIRTY=false; [[ -n "$(git -C "$REPO" status --porcelain -- src samples 2>/dev/null)" ]] && DIRTY=true
 
 HOLDER_PID=""
 cleanup() {
   [[ -n "$HOLDER_PID" ]] && kill "$HOLDER_PID" 2>/dev/null || true
-  stop_server
+  stop_all_servers
 }
 trap cleanup EXIT
 trap 'log "interrupted"; exit 130' INT TERM
@@ -154,7 +158,7 @@ verify_server() {
   echo "  checked: h2c, TLS HTTP/2 (ALPN h2), TLS HTTP/1.1" >&2
 }
 
-# record <tag> <tool> <round> <scenario> <variant> <transport> <c0> <c1> <t0> <t1> <busy0> <busy1> <load1> <note>
+# record <tag> <tool> <round> <scenario> <variant> <transport> <c0> <c1> <t0> <t1> <busy0> <busy1> <load1> <note> <probe ms>
 record() {
   local tag="$1" tool="$2" round="$3" scenario="$4" variant="$5" transport="$6"
   local parsed
@@ -163,7 +167,7 @@ record() {
     --transport "$transport" --cpu-ticks "$7" "$8" --wall "$9" "${10}" --machine-ticks "${11}" "${12}" --hz "$CLK_TCK" \
     --client-cpu "$(cat "$RAW/$tag.load.txt.cpu" 2>/dev/null || echo 0)" --loadavg "${13}" \
     --vmhwm-kib "$(status_kib "$SERVER_PID" VmHWM)" --vmrss-kib "$(status_kib "$SERVER_PID" VmRSS)" \
-    --context-switches "${CONTEXT_SWITCHES:--1}" --note "${14}" --transport-line "$TRANSPORT_LINE" --tag "$tag" >>"$RAW/results.jsonl" \
+    --context-switches "${CONTEXT_SWITCHES:--1}" --probe-ms "${15:--1}" --note "${14}" --transport-line "$TRANSPORT_LINE" --tag "$tag" >>"$RAW/results.jsonl" \
     || { log "FAIL: $tag had socket errors, non-2xx responses or no responses (see $RAW/$tag.load.txt)"; FAILED=1; }
 }
 
@@ -182,7 +186,9 @@ measure() {
   wait "$counter" || true
   CONTEXT_SWITCHES="$(read_context_switches "$RAW/$tag.switches.csv")"
   kill -0 "$SERVER_PID" 2>/dev/null || { log "FAIL: the server died during $tag"; FAILED=1; return; }
-  record "$tag" "$tool" "$round" "$scenario" "$variant" "$transport" "$c0" "$c1" "$t0" "$t1" "$m0" "$m1" "$load1" "$note"
+  # How fast the machine's memory was just after the window, with every server idle (memprobe.c says why).
+  local probe; probe="$(machine_probe_ms)"
+  record "$tag" "$tool" "$round" "$scenario" "$variant" "$transport" "$c0" "$c1" "$t0" "$t1" "$m0" "$m1" "$load1" "$note" "$probe"
 }
 
 # measure_idle <round> <scenario> <variant> <transport>: a fresh server holding IDLE idle connections beside the load.
@@ -223,32 +229,57 @@ starve() {
 python3 "$HERE/tools.py" meta --out "$RAW/meta.json" --commit "$COMMIT" --dirty "$DIRTY" --server-cpu "$SERVER_CPU" \
   --client-cpu "$CLIENT_CPU" --tools "$TOOL_SUMMARY" --rounds "$ROUNDS" --duration "$DURATION" --warmup "$WARMUP" \
   --protocol-warmup "$PROTOCOL_WARMUP" --warmup-chunk "$WARMUP_CHUNK" --scenario-warmup "$SCENARIO_WARMUP" --variants "$VARIANTS $ADVANCED" --quick "$QUICK" --starve "$STARVE_ROUNDS" \
-  "$STARVE_SECONDS" "$STARVE_TIMEOUT" --other-cpu-before "$OTHER_CPU_BEFORE" --uptime-before "$UPTIME_BEFORE"
+  "$STARVE_SECONDS" "$STARVE_TIMEOUT" --other-cpu-before "$OTHER_CPU_BEFORE" --uptime-before "$UPTIME_BEFORE" \
+  --probe-before "$PROBE_BEFORE" --side-by-side 1
 
 COMBOS="sockets:default"
 for v in $VARIANTS $ADVANCED; do COMBOS+=" iouring:$v"; done
 REVERSED="$(tr ' ' '\n' <<<"$COMBOS" | tac | tr '\n' ' ')"
 log "measuring: rounds=$ROUNDS warm-up=${PROTOCOL_WARMUP}s per pipelined, HTTP/2 or TLS protocol + ${WARMUP}s plaintext, then ${SCENARIO_WARMUP}s + ${DURATION}s per scenario; servers=[$COMBOS]; scenarios=[${SELECTED% }]"
+# combo_scenarios <transport:variant>: the load scenarios that row measures (advanced variants: ADVANCED_SCENARIOS only).
+combo_scenarios() {
+  local variant="${1#*:}" s out=""
+  for s in $LOAD_SCENARIOS; do
+    [[ " $ADVANCED " == *" $variant "* && " $ADVANCED_SCENARIOS " != *" $s "* ]] && continue
+    out+="$s "
+  done
+  echo "$out"
+}
+reverse_words() { tr ' ' '\n' <<<"$1" | grep . | tac | tr '\n' ' '; }
+
 for round in $(seq "$ROUNDS"); do
   if (( round % 2 == 1 )); then ORDER="$COMBOS"; else ORDER="$REVERSED"; fi
   log "round $round of $ROUNDS (order: $ORDER)"
+  # Every server of the round runs side by side on SERVER_CPU (idle ones cost nothing measurable), so that each
+  # scenario is measured on all of them within a minute or so: a slow period of the machine then falls on every row
+  # of that scenario alike rather than on one server's whole series (see "Machine speed" in loadtests/README.md).
+  STARTED=""
   for combo in $ORDER; do
     transport="${combo%%:*}"; variant="${combo#*:}"
     [[ " $SKIPPED_VARIANTS " == *" $variant "* ]] && continue
-    scenarios=""
-    for s in $LOAD_SCENARIOS; do
-      [[ " $ADVANCED " == *" $variant "* && " $ADVANCED_SCENARIOS " != *" $s "* ]] && continue
-      scenarios+="$s "
-    done
-    [[ -n "$scenarios" ]] || continue
+    [[ -n "$(combo_scenarios "$combo")" ]] || continue
     rc=0; start_server "$transport" "$variant" "$RAW/r$round-$variant-$transport.server.log" || rc=$?
     if (( rc == 3 )); then SKIPPED_VARIANTS+="$variant "; echo "$variant: $(grep -m1 'unknown io_uring option' "$RAW/r$round-$variant-$transport.server.log")" >>"$RAW/skipped.txt"; continue; fi
     log "  $transport $variant: $TRANSPORT_LINE"
     if (( round == 1 )); then verify_server || die "verification failed for $transport $variant (log: $RAW/r$round-$variant-$transport.server.log)"; fi
-    warm_server "$RAW/r$round-$variant-$transport" $scenarios
-    for scenario in $scenarios; do measure "$round" "$scenario" "$variant" "$transport"; done
-    stop_server
+    park_server "$combo"; STARTED+="$combo "
   done
+  for combo in $STARTED; do
+    use_server "$combo"
+    warm_server "$RAW/r$round-${combo#*:}-${combo%%:*}" $(combo_scenarios "$combo")
+  done
+  # Each scenario on every server in turn; the order flips from one scenario to the next, so no row always goes first.
+  flip=0
+  for scenario in $LOAD_SCENARIOS; do
+    order="$STARTED"; (( flip )) && order="$(reverse_words "$STARTED")"
+    flip=$(( 1 - flip ))
+    for combo in $order; do
+      [[ " $(combo_scenarios "$combo") " == *" $scenario "* ]] || continue
+      use_server "$combo"
+      measure "$round" "$scenario" "${combo#*:}" "${combo%%:*}"
+    done
+  done
+  stop_all_servers
   for scenario in $IDLE_SCENARIOS; do
     for combo in $ORDER; do
       transport="${combo%%:*}"; variant="${combo#*:}"

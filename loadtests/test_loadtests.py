@@ -138,6 +138,23 @@ class ReportTests(unittest.TestCase):
         self.assertIn("run-starvation.svg", files)
         self.assertIn("latest-starvation.svg", files)
 
+    def test_slow_machine_windows_are_named_and_rounds_paired(self):
+        def rec(transport, variant, rps, rnd, probe):
+            r = record("h2c-16x32", variant, transport, rps)
+            r.update(round=rnd, probe_ms=probe)
+            return r
+        # round 2's Sockets window ran while the machine's memory was slow (probe 360 ms against ~300)
+        _, files = self.render([rec("sockets", "default", 250000, 1, 300), rec("iouring", "default", 300000, 1, 302),
+                                rec("sockets", "default", 150000, 2, 360), rec("iouring", "default", 290000, 2, 298)])
+        md = files["run.md"]
+        self.assertIn("## Machine speed", md)
+        self.assertIn("Windows more than 15% slower than the median: 1 of 4:", md)
+        self.assertIn("- h2c-16x32, Sockets, round 2: 150,000 req/s, probe 360 ms", md)
+        self.assertIn("| h2c-16x32 | io_uring default | 300,000, 290,000 | 1.20×, 1.93× | 302, 298 |", md)
+        # without probes (an older run, or no C compiler) there is no such section
+        _, unprobed = self.render([record("json-c64", "default", "sockets", 10000), record("json-c64", "default", "iouring", 12000)])
+        self.assertNotIn("## Machine speed", unprobed["run.md"])
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -201,12 +201,14 @@ def record(a):
     machine = (a.machine_ticks[1] - a.machine_ticks[0]) / a.hz
     r.update(tag=a.tag, round=a.round, scenario=a.scenario, variant=a.variant, transport=a.transport, cpu_s=cpu, wall_s=wall,
              client_cpu_s=a.client_cpu, other_cpu=max(machine - cpu - a.client_cpu, 0.0) / wall if wall else None,
-             context_switches=a.context_switches if a.context_switches >= 0 else None, loadavg=a.loadavg, vmhwm_kib=a.vmhwm_kib, vmrss_kib=a.vmrss_kib, note=a.note, transport_line=a.transport_line)
+             context_switches=a.context_switches if a.context_switches >= 0 else None,
+             probe_ms=a.probe_ms if a.probe_ms >= 0 else None, loadavg=a.loadavg, vmhwm_kib=a.vmhwm_kib, vmrss_kib=a.vmrss_kib, note=a.note, transport_line=a.transport_line)
     print(json.dumps(r))
     us = cpu / r["requests"] * 1e6 if r["requests"] else float("nan")
     lat = f"p99 {r['p99_ms']:8.2f} ms" if r.get("p99_ms") else (f"mean {r['mean_ms']:7.2f} ms" if r.get("mean_ms") else "")
     print(f"  {a.tag:<46} {r['tool']:<7} {r['rps']:>11,.0f} req/s  {us:8.2f} µs CPU/req  {lat:<17} other CPU "
-          f"{r['other_cpu'] or 0:4.2f}  err {r['socket_errors']} non2xx {r['non2xx']} {a.note}", file=sys.stderr)
+          f"{r['other_cpu'] or 0:4.2f}  probe {a.probe_ms:5.0f} ms  err {r['socket_errors']} non2xx {r['non2xx']} {a.note}",
+          file=sys.stderr)
     return 0 if r["socket_errors"] == 0 and r["non2xx"] == 0 and r["requests"] > 0 else 1
 
 
@@ -246,7 +248,8 @@ def meta(a):
                    server_cpu=a.server_cpu, client_cpu=a.client_cpu, tool_summary=a.tools, rounds=a.rounds, duration=a.duration,
                    warmup=a.warmup, protocol_warmup=a.protocol_warmup, warmup_chunk=a.warmup_chunk, scenario_warmup=a.scenario_warmup, variants=a.variants.split(), quick=a.quick == "1",
                    starve_rounds=a.starve[0], starve_seconds=a.starve[1], starve_timeout=a.starve[2],
-                   other_cpu_before=a.other_cpu_before, uptime_before=a.uptime_before.strip()),
+                   other_cpu_before=a.other_cpu_before, uptime_before=a.uptime_before.strip(),
+                   probe_before_ms=a.probe_before if a.probe_before >= 0 else None, side_by_side=a.side_by_side == 1),
               open(a.out, "w"))
     return 0
 
@@ -268,6 +271,7 @@ def main():
         r.add_argument(name, type=float, required=True)
     r.add_argument("--vmhwm-kib", type=int, required=True); r.add_argument("--vmrss-kib", type=int, required=True)
     r.add_argument("--context-switches", type=int, default=-1, help="-1: not counted (no perf)")
+    r.add_argument("--probe-ms", type=float, default=-1, help="memprobe.c's time after the window; -1: not probed")
     st = sub.add_parser("starvation-line"); st.add_argument("--file", required=True); st.add_argument("--round", type=int, required=True)
     st.add_argument("--transport", required=True); st.add_argument("--loadavg", type=float, required=True)
     st.add_argument("--transport-line", default="")
@@ -277,6 +281,8 @@ def main():
     for name in ("--server-cpu", "--client-cpu", "--rounds", "--duration", "--warmup", "--protocol-warmup", "--warmup-chunk", "--scenario-warmup"):
         m.add_argument(name, type=int, required=True)
     m.add_argument("--starve", type=float, nargs=3, required=True); m.add_argument("--other-cpu-before", type=float, required=True)
+    m.add_argument("--probe-before", type=float, default=-1, help="memprobe.c's time before the run; -1: not probed")
+    m.add_argument("--side-by-side", type=int, default=0, help="1: every server of a round ran side by side, measured in turn")
     a = ap.parse_args()
     if a.cmd == "verify":
         try:
