@@ -60,10 +60,11 @@ variant_options() {
   esac
 }
 
-# scenario_kind <scenario>: http1 (wrk/bombardier), h2c, tls-h2, tls-h1 (h2load), idle, starvation.
+# scenario_kind <scenario>: http1 (wrk/bombardier), fixedrate, h2c, tls-h2, tls-h1 (h2load), idle, starvation.
 scenario_kind() {
   case "$1" in
     plaintext-c* | pipelined-c* | json-c* | download-1mib-c*) echo http1 ;;
+    fixedrate-*) echo fixedrate ;;
     h2c-*) echo h2c ;;
     tls-h2-*) echo tls-h2 ;;
     tls-h1-*) echo tls-h1 ;;
@@ -228,6 +229,13 @@ run_load() {
     idle)
       taskset -c "$CLIENT_CPU" wrk -t1 -c"$IDLE_ACTIVE" -d"${secs}s" --latency --timeout 8s "$http/plaintext" >"$out" 2>&1 || true
       tool=wrk ;;
+    fixedrate)
+      # "fixedrate-<connections>x<requests per second each>": plaintext HTTP/1.1 at a fixed offered rate, below what
+      # any server saturates at, so that every server does the same work and its CPU per request is compared at equal
+      # load (h2load's --rps paces each connection; wrk cannot pace)
+      local shape="${scenario#fixedrate-}"
+      taskset -c "$CLIENT_CPU" h2load --h1 -t1 -c"${shape%x*}" -m1 --rps="${shape#*x}" -D"$secs" "$http/plaintext" >"$out" 2>&1 || true
+      tool=h2load ;;
     h2c | tls-h2)
       # "<kind>-<connections>x<streams>": HTTP/2, many concurrent streams per connection
       local shape="${scenario##*-}" url="http://127.0.0.1:$H2C_PORT/plaintext"

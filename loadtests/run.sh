@@ -14,8 +14,8 @@
 #
 # Knobs (environment; defaults of the full run, QUICK's in brackets):
 #   ROUNDS=3 [1]  WARMUP=25 [3]  PROTOCOL_WARMUP=10 [2]  WARMUP_CHUNK=5  SCENARIO_WARMUP=2 [1]  DURATION=10 [3]
-#   SCENARIOS="..."      substrings of the scenario names below (default: every scenario with a goal, idle5000, starvation;
-#                        QUICK: the same without idle5000)
+#   SCENARIOS="..."      substrings of the scenario names below (default: every scenario with a goal, fixedrate-64x400,
+#                        idle5000, starvation; QUICK: the same without fixedrate-64x400 and idle5000)
 #   VARIANTS="default inline ringsends" [default]   io_uring rows, each against Sockets with default options:
 #                        default = default options; inline = ApplicationScheduling=Inline; ringsends = every send through
 #                        the ring (the io_uring option RING_SENDS_OPTION, default Kestrel__IoUring__SendPath=Ring;
@@ -31,6 +31,7 @@
 #   ALLOW_FALLBACK=0 (1: go on when io_uring falls back to Sockets)  PUBLISH=0
 #
 # Scenarios: plaintext-c64 plaintext-c256 pipelined-c256 pipelined-c1024 json-c64 json-c256 download-1mib-c16
+#            fixedrate-64x400 (plaintext at a fixed 25,600 req/s: CPU per request at equal load)
 #            h2c-16x32 tls-h2-16x32 tls-h1-c64 idle5000 starvation
 #
 # Writes loadtests/results/<date>-<time>-<commit>[-quick].md, .svg and -starvation.svg (its own files: a run never
@@ -54,7 +55,7 @@ WARMUP="${WARMUP:-25}"
 SCENARIO_WARMUP="${SCENARIO_WARMUP:-2}"
 DURATION="${DURATION:-10}"
 VARIANTS="${VARIANTS-default inline ringsends}"
-SCENARIOS="${SCENARIOS:-$GOAL_SCENARIOS idle5000 starvation}"
+SCENARIOS="${SCENARIOS:-$GOAL_SCENARIOS fixedrate-64x400 idle5000 starvation}"
 ADVANCED="${ADVANCED:-}"
 ADVANCED_SCENARIOS="${ADVANCED_SCENARIOS:-plaintext-c64 pipelined-c256 download-1mib-c16}"
 STARVE_ROUNDS="${STARVE_ROUNDS:-2}"
@@ -65,7 +66,7 @@ TOOL="${TOOL:-auto}"
 IDLE="${IDLE:-5000}"
 IDLE_ACTIVE="${IDLE_ACTIVE:-32}"
 PUBLISH="${PUBLISH:-0}"
-ALL_SCENARIOS="plaintext-c64 plaintext-c256 pipelined-c256 pipelined-c1024 json-c64 json-c256 download-1mib-c16 h2c-16x32 tls-h2-16x32 tls-h1-c64 idle5000 starvation"
+ALL_SCENARIOS="plaintext-c64 plaintext-c256 pipelined-c256 pipelined-c1024 json-c64 json-c256 download-1mib-c16 fixedrate-64x400 h2c-16x32 tls-h2-16x32 tls-h1-c64 idle5000 starvation"
 
 # shellcheck source=lib.sh
 source "$HERE/lib.sh"
