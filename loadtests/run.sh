@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Kestrel's Sockets transport against the io_uring transport on the same machine, in one command:
 #
-#   loadtests/run.sh                 # full run: 3 rounds; about 40 minutes; 50 with VARIANTS="default inline ringsends schedother" (see loadtests/README.md)
+#   loadtests/run.sh                 # full run: 3 rounds; about 45 minutes; 55 with VARIANTS="default inline ringsends schedother" (see loadtests/README.md)
 #   QUICK=1 loadtests/run.sh         # smoke run, under 3 minutes: 1 round, Sockets vs io_uring default, short windows
 #   PUBLISH=1 loadtests/run.sh       # also replace the committed results/latest.md, latest.svg, latest-starvation.svg
 #
