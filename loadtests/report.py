@@ -24,6 +24,15 @@ THROUGHPUT_GOALS = {"plaintext-c64": (1.6, ["default"]), "pipelined-c256": (1.4,
                     "tls-h2-16x32": (1.1, ["default", "inline"]), "tls-h1-c64": (1.3, ["default"])}
 CPU_GOAL = 1.1          # default mode's server CPU per request at most this times Inline's
 P99_GOAL_SCENARIOS = ["plaintext-c64", "json-c64"]   # io_uring default's p99 at most Sockets'
+
+
+def fixed_rate(scenario):
+    """(connections, req/s each) of a fixed-rate scenario ("fixedrate-<connections>x<each>"), else None. Every server is
+    offered the same load there, so its req/s ratio says nothing; its CPU per request is what compares the transports."""
+    if not scenario.startswith("fixedrate-"):
+        return None
+    conns, each = scenario[len("fixedrate-"):].split("x")
+    return int(conns), int(each)
 BUSY_CPUS = 0.25        # other processes using more than this many CPUs make the figures noisy
 SLOW_PROBE = 1.15       # a window whose memory probe took more than this times the run's median: the machine was slow
 
@@ -253,9 +262,9 @@ def markdown(run, name, elapsed):
         L.append("| " + " | ".join(cells) + " |")
     L.append("")
     for sc in run.scenarios:
-        if sc.startswith("fixedrate-"):
-            conns, each = sc[len("fixedrate-"):].split("x")
-            L += [f"{sc}: every server is offered the same {int(conns) * int(each):,} plaintext req/s (h2load --h1, {conns} "
+        if rate := fixed_rate(sc):
+            conns, each = rate
+            L += [f"{sc}: every server is offered the same {conns * each:,} plaintext req/s (h2load --h1, {conns} "
                   f"connections at {each} req/s each), below what any of them saturates at: its ratio only says that a server "
                   "kept up; its CPU per request (next table) compares the transports at equal load.", ""]
 
@@ -403,7 +412,7 @@ def write_chart(path, run, warning):
     series.append(("cpu", "CPU/request Sockets ÷ io_uring default (>1: cheaper)", "#dd6b20"))
     items = []
     for sc in run.scenarios:
-        vals = [run.ratio(sc, v) for v in run.variants]
+        vals = [None if fixed_rate(sc) else run.ratio(sc, v) for v in run.variants]  # only the CPU bar at a fixed rate
         d, s = run.iouring(sc, "default"), run.sockets(sc)
         vals.append(s["cpu_us"] / d["cpu_us"] if d and s and d["cpu_us"] and s["cpu_us"] else None)
         items.append((sc, vals, THROUGHPUT_GOALS.get(sc, (None,))[0]))

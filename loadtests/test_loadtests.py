@@ -164,6 +164,10 @@ class ReportTests(unittest.TestCase):
         self.assertIn("fixedrate-64x400: every server is offered the same 25,600 plaintext req/s", md)
         self.assertIn("| fixedrate-64x400: default's CPU per request at most 1.1× Inline's | 1.60× (1.56 vs 0.98 µs) | ❌ |", md)
         self.assertNotIn("fixedrate-64x400, io_uring default: at least", md)  # no throughput goal at a fixed rate
+        chart = files["run.svg"]
+        self.assertIn(">fixedrate-64x400<", chart)
+        self.assertIn(">1.50×<", chart)  # Sockets' CPU per request over the default mode's (0.6 s ÷ 0.4 s)
+        self.assertNotIn(">1.00×<", chart)  # no req/s bars: every server served the offered rate
 
 
 if __name__ == "__main__":
