@@ -169,6 +169,23 @@ class ReportTests(unittest.TestCase):
         self.assertIn(">1.50×<", chart)  # Sockets' CPU per request over the default mode's (0.6 s ÷ 0.4 s)
         self.assertNotIn(">1.00×<", chart)  # no req/s bars: every server served the offered rate
 
+    def test_spin_table_gives_medians_and_multiples_of_inline(self):
+        def window(row, rnd, cpu_s, requests, switches, errors=0):
+            return {"row": row, "scenario": "fixedrate-64x400", "round": rnd, "cpu_s": cpu_s, "switches": switches,
+                    "load": {"rps": requests / 10, "requests": requests, "socket_errors": errors, "non2xx": 0}}
+        rows = [window("iouring:inline", 1, 2.0, 256000, 8000), window("iouring:inline", 2, 2.2, 256000, 8000),
+                window("iouring:inline", 3, 3.0, 256000, 9000),
+                window("iouring:default", 1, 3.6, 256000, 256000), window("iouring:default", 2, 3.3, 256000, None),
+                window("iouring:default", 3, 5.0, 256000, 128000)]
+        table, failed = tools.spin_table(rows, 3, 10)
+        self.assertFalse(failed)
+        # Inline: median 2.2 s over 256,000 requests = 8.59 µs; default: median 3.6 s = 14.06 µs, 1.64× Inline's;
+        # the window without a context-switch count is left out of that median (1.0 and 0.5 per request: 0.75)
+        self.assertIn("| fixedrate-64x400 | io_uring Inline | 25,600 | 8.59 | 1.00× | 0.03 |", table)
+        self.assertIn("| fixedrate-64x400 | io_uring default | 25,600 | 14.06 | 1.64× | 0.75 |", table)
+        _, failed = tools.spin_table(rows + [window("sockets:default", 1, 5.0, 256000, 1, errors=3)], 3, 10)
+        self.assertTrue(failed)
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -10,7 +10,7 @@
   tools.py meta ...                             the run's conditions -> meta.json
 The report and the charts: loadtests/report.py.
 """
-import argparse, json, math, os, re, socket, sys, time
+import argparse, json, math, os, re, socket, statistics, sys, time
 from email.utils import parsedate_to_datetime
 
 # ----------------------------------------------------------------------------------------------------------- verify
@@ -254,6 +254,50 @@ def meta(a):
     return 0
 
 
+SPIN_ROW_TITLES = {"sockets:default": "Sockets", "sockets:default+nospin": "Sockets, spin limit 0",
+                   "iouring:default": "io_uring default", "iouring:default+nospin": "io_uring default, spin limit 0",
+                   "iouring:inline": "io_uring Inline"}
+
+
+def spin_record(a):
+    """One window of threadpool-spin.sh: the load tool's figures, the server's CPU ticks and context switches."""
+    r = dict(row=a.row, scenario=a.scenario, round=a.round, cpu_s=a.ticks / a.hz,
+             switches=int(a.switches) if a.switches.isdigit() else None, load=json.loads(a.parsed))
+    print(json.dumps(r))
+    load = r["load"]
+    us = r["cpu_s"] / load["requests"] * 1e6 if load["requests"] else float("nan")
+    print(f"  r{a.round} {a.row:<24} {a.scenario:<18} {load['rps']:>10,.0f} req/s {us:7.2f} µs CPU/request "
+          f"err {load['socket_errors']} non2xx {load['non2xx']}", file=sys.stderr)
+    return 0
+
+
+def spin_table(rows, rounds, duration):
+    """threadpool-spin.sh's table: medians over rounds per scenario and row; CPU per request also as a multiple of the
+    Inline row's. Returns (markdown, failed): failed when any window had socket errors, non-2xx or no responses."""
+    by = {}
+    for r in rows:
+        by.setdefault((r["scenario"], r["row"]), []).append(r)
+    failed = any(r["load"]["socket_errors"] or r["load"]["non2xx"] or not r["load"]["requests"] for r in rows)
+    us = lambda r: r["cpu_s"] / r["load"]["requests"] * 1e6 if r["load"]["requests"] else float("nan")
+    lines = [f"The thread pool's idle spin: server CPU per request with and without "
+             f"DOTNET_ThreadPool_UnfairSemaphoreSpinLimit=0; {duration} s windows, servers side by side, medians of "
+             f"{rounds} rounds.\n",
+             "| scenario | row | req/s | µs CPU/request | × Inline's | context switches/request |",
+             "|---|---|--:|--:|--:|--:|"]
+    for scenario in dict.fromkeys(r["scenario"] for r in rows):
+        inline = by.get((scenario, "iouring:inline"))
+        inline_us = statistics.median(us(r) for r in inline) if inline else None
+        for (s, row), runs in by.items():
+            if s != scenario:
+                continue
+            cpu = statistics.median(us(r) for r in runs)
+            switches = [r["switches"] / r["load"]["requests"] for r in runs if r["switches"] is not None and r["load"]["requests"]]
+            lines.append(f"| {scenario} | {SPIN_ROW_TITLES.get(row, row)} | {statistics.median(r['load']['rps'] for r in runs):,.0f} "
+                         f"| {cpu:.2f} | {f'{cpu / inline_us:.2f}×' if inline_us else '–'} "
+                         f"| {f'{statistics.median(switches):.2f}' if switches else '–'} |")
+    return "\n".join(lines), failed
+
+
 def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -275,6 +319,13 @@ def main():
     st = sub.add_parser("starvation-line"); st.add_argument("--file", required=True); st.add_argument("--round", type=int, required=True)
     st.add_argument("--transport", required=True); st.add_argument("--loadavg", type=float, required=True)
     st.add_argument("--transport-line", default="")
+    sr = sub.add_parser("spin-record")
+    for name in ("--parsed", "--row", "--scenario", "--switches"):
+        sr.add_argument(name, required=name != "--switches", default="")
+    sr.add_argument("--round", type=int, required=True); sr.add_argument("--ticks", type=float, required=True)
+    sr.add_argument("--hz", type=float, required=True)
+    spt = sub.add_parser("spin-table"); spt.add_argument("file")
+    spt.add_argument("--rounds", type=int, required=True); spt.add_argument("--duration", type=int, required=True)
     m = sub.add_parser("meta")
     for name in ("--out", "--commit", "--dirty", "--tools", "--variants", "--quick", "--uptime-before"):
         m.add_argument(name, required=True)
@@ -304,6 +355,12 @@ def main():
         sys.exit(record(a))
     elif a.cmd == "starvation-line":
         sys.exit(starvation_line(a))
+    elif a.cmd == "spin-record":
+        sys.exit(spin_record(a))
+    elif a.cmd == "spin-table":
+        table, failed = spin_table([json.loads(line) for line in open(a.file) if line.strip()], a.rounds, a.duration)
+        print(table)
+        sys.exit(1 if failed else 0)
     elif a.cmd == "meta":
         sys.exit(meta(a))
 

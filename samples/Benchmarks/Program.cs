@@ -104,7 +104,16 @@ string listening = string.Join(", ", settings.EndPoints.Select(e => $"http {e}")
     .Concat(settings.H2cEndPoints.Select(e => $"h2c {e}"))
     .Concat(settings.TlsEndPoints.Select(e => $"https {e}")));
 Console.WriteLine($"Benchmarks: transport {transport}; mode {settings.Mode}; listening on {listening}; " +
-    $"pid {Environment.ProcessId}; {Environment.ProcessorCount} processor(s); server GC {System.Runtime.GCSettings.IsServerGC}");
+    $"pid {Environment.ProcessId}; {Environment.ProcessorCount} processor(s); server GC {System.Runtime.GCSettings.IsServerGC}; " +
+    $"thread pool spin limit {ThreadPoolSpinLimit()}");
 
 await app.WaitForShutdownAsync();
 return 0;
+
+// How long an idle thread-pool worker spins before it sleeps, as the runtime reads it: the runtimeconfig setting, else
+// the environment variable (a CLR config value, so hexadecimal), else the runtime's default. It shapes CPU per request
+// on few cores (loadtests/threadpool-spin.sh measures it), so the banner records it.
+static string ThreadPoolSpinLimit() =>
+    AppContext.GetData("System.Threading.ThreadPool.UnfairSemaphoreSpinLimit")?.ToString()
+    ?? Environment.GetEnvironmentVariable("DOTNET_ThreadPool_UnfairSemaphoreSpinLimit")
+    ?? "default";
