@@ -273,7 +273,9 @@ def spin_record(a):
 
 def spin_table(rows, rounds, duration):
     """threadpool-spin.sh's table: medians over rounds per scenario and row; CPU per request also as a multiple of the
-    Inline row's. Returns (markdown, failed): failed when any window had socket errors, non-2xx or no responses."""
+    Inline row's, paired within each round (the median of the rounds' ratios: the machine's speed drifts between
+    rounds, and a round's servers are measured close together). Returns (markdown, failed): failed when any window had
+    socket errors, non-2xx or no responses."""
     by = {}
     for r in rows:
         by.setdefault((r["scenario"], r["row"]), []).append(r)
@@ -281,19 +283,19 @@ def spin_table(rows, rounds, duration):
     us = lambda r: r["cpu_s"] / r["load"]["requests"] * 1e6 if r["load"]["requests"] else float("nan")
     lines = [f"The thread pool's idle spin: server CPU per request with and without "
              f"DOTNET_ThreadPool_UnfairSemaphoreSpinLimit=0; {duration} s windows, servers side by side, medians of "
-             f"{rounds} rounds.\n",
+             f"{rounds} rounds (\u00d7 Inline's: the median of each round's ratio).\n",
              "| scenario | row | req/s | µs CPU/request | × Inline's | context switches/request |",
              "|---|---|--:|--:|--:|--:|"]
     for scenario in dict.fromkeys(r["scenario"] for r in rows):
-        inline = by.get((scenario, "iouring:inline"))
-        inline_us = statistics.median(us(r) for r in inline) if inline else None
+        inline_us = {r["round"]: us(r) for r in by.get((scenario, "iouring:inline"), [])}
         for (s, row), runs in by.items():
             if s != scenario:
                 continue
             cpu = statistics.median(us(r) for r in runs)
+            ratios = [us(r) / inline_us[r["round"]] for r in runs if inline_us.get(r["round"])]
             switches = [r["switches"] / r["load"]["requests"] for r in runs if r["switches"] is not None and r["load"]["requests"]]
             lines.append(f"| {scenario} | {SPIN_ROW_TITLES.get(row, row)} | {statistics.median(r['load']['rps'] for r in runs):,.0f} "
-                         f"| {cpu:.2f} | {f'{cpu / inline_us:.2f}×' if inline_us else '–'} "
+                         f"| {cpu:.2f} | {f'{statistics.median(ratios):.2f}×' if ratios else '–'} "
                          f"| {f'{statistics.median(switches):.2f}' if switches else '–'} |")
     return "\n".join(lines), failed
 
