@@ -4,10 +4,12 @@
 #
 #   loadtests/compare-builds.sh BEFORE_REV [AFTER_REV]   # revisions of this repository (AFTER: the work tree)
 #
-# Same method as run.sh, on io_uring only: server pinned to SERVER_CPU, load generator to CLIENT_CPU, a fresh server
-# per round and build warmed as run.sh does (warm_server in lib.sh), SCENARIO_WARMUP s before each window, the order of
-# the builds alternating between rounds, medians of ROUNDS. Prints one Markdown table: requests/s and server CPU µs per request
-# of each build, and after ÷ before.
+# Same method as run.sh, on io_uring only: servers pinned to SERVER_CPU, load generator to CLIENT_CPU. Every round
+# starts a fresh server per build and variant, all side by side, warms each as run.sh does (warm_server in lib.sh),
+# then measures each scenario on every server in turn (SCENARIO_WARMUP s, then DURATION s), the order reversing between
+# scenarios and rounds, so that the two builds' windows lie close together in time (the machine's speed drifts: see
+# "Machine speed" in loadtests/README.md). Prints one Markdown table: requests/s and server CPU µs per request of each
+# build (medians of ROUNDS), and after ÷ before for both, paired within each round (the median of the rounds' ratios).
 # Knobs: VARIANTS="default inline" SCENARIOS="plaintext-c64 pipelined-c256" ROUNDS=3 WARMUP=25 PROTOCOL_WARMUP=10
 # WARMUP_CHUNK=5 SCENARIO_WARMUP=2 DURATION=10 PORT SERVER_CPU CLIENT_CPU. Each build's io_uring options come from variant_options (lib.sh).
 set -euo pipefail
@@ -46,45 +48,56 @@ build_at() {
 BEFORE_DLL="$(build_at "$BEFORE_REV" before)"
 AFTER_DLL="$(build_at "$AFTER_REV" after)"
 make_certificate "$RAW"
-trap stop_server EXIT
+trap stop_all_servers EXIT
 
+order=""
+for variant in $VARIANTS; do order+="$variant:before $variant:after "; done
 for round in $(seq "$ROUNDS"); do
-  builds="before after"; (( round % 2 == 0 )) && builds="after before"
-  for variant in $VARIANTS; do
-    for build in $builds; do
-      if [[ "$build" == before ]]; then SERVER_DLL="$BEFORE_DLL"; else SERVER_DLL="$AFTER_DLL"; fi
-      start_server iouring "$variant" "$RAW/r$round-$variant-$build.server.log" || die "the $build build refused $variant"
-      warm_server "$RAW/r$round-$variant-$build" $SCENARIOS
-      for scenario in $SCENARIOS; do
-        tag="r$round-$variant-$scenario-$build"
-        run_load "$scenario" "$SCENARIO_WARMUP" "$RAW/$tag.warmup.txt" >/dev/null
-        c0="$(cpu_ticks "$SERVER_PID")"
-        tool="$(run_load "$scenario" "$DURATION" "$RAW/$tag.load.txt")"
-        c1="$(cpu_ticks "$SERVER_PID")"
-        parsed="$(python3 "$HERE/tools.py" "parse-$tool" "$RAW/$tag.load.txt")"
-        python3 - "$parsed" "$c0" "$c1" "$CLK_TCK" "$variant" "$scenario" "$build" "$round" >>"$RAW/results.jsonl" <<'PY'
+  log "round $round of $ROUNDS"
+  for key in $order; do
+    variant="${key%%:*}" build="${key#*:}"
+    if [[ "$build" == before ]]; then SERVER_DLL="$BEFORE_DLL"; else SERVER_DLL="$AFTER_DLL"; fi
+    start_server iouring "$variant" "$RAW/r$round-$variant-$build.server.log" || die "the $build build refused $variant"
+    park_server "$key"
+    warm_server "$RAW/r$round-$variant-$build" $SCENARIOS
+  done
+  flip=$(( round % 2 ))
+  for scenario in $SCENARIOS; do
+    turn="$order"; (( flip )) && turn="$(echo "$order" | tr ' ' '\n' | tac | tr '\n' ' ')"
+    flip=$(( 1 - flip ))
+    for key in $turn; do
+      use_server "$key"
+      variant="${key%%:*}" build="${key#*:}" tag="r$round-$variant-$scenario-$build"
+      measure_cpu_window "$scenario" "$tag"
+      parsed="$(python3 "$HERE/tools.py" "parse-$WINDOW_TOOL" "$RAW/$tag.load.txt")" || die "cannot parse $RAW/$tag.load.txt"
+      python3 - "$parsed" "$WINDOW_TICKS" "$CLK_TCK" "$variant" "$scenario" "$build" "$round" >>"$RAW/results.jsonl" <<'PY'
 import json, sys
-p = json.loads(sys.argv[1]); c0, c1, hz = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-cpu_us = (c1 - c0) / hz * 1e6 / p["requests"] if p["requests"] else float("nan")
-print(json.dumps({"variant": sys.argv[5], "scenario": sys.argv[6], "build": sys.argv[7], "round": int(sys.argv[8]),
+p = json.loads(sys.argv[1]); ticks, hz = int(sys.argv[2]), int(sys.argv[3])
+cpu_us = ticks / hz * 1e6 / p["requests"] if p["requests"] else float("nan")
+print(json.dumps({"variant": sys.argv[4], "scenario": sys.argv[5], "build": sys.argv[6], "round": int(sys.argv[7]),
                   "rps": p["rps"], "cpu_us": cpu_us}))
 PY
-        log "  $tag: $(tail -1 "$RAW/results.jsonl")"
-      done
-      stop_server
+      log "  $tag: $(tail -1 "$RAW/results.jsonl")"
     done
   done
+  stop_all_servers
 done
 
 python3 - "$RAW/results.jsonl" "$BEFORE_REV" "${AFTER_REV:-work tree}" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 keys = sorted({(r["variant"], r["scenario"]) for r in rows})
-med = lambda v, s, b, k: statistics.median(r[k] for r in rows if (r["variant"], r["scenario"], r["build"]) == (v, s, b))
-print(f"Before: {sys.argv[2]}, after: {sys.argv[3]}; io_uring, medians of {max(r['round'] for r in rows)} alternated rounds.\n")
-print("| row | scenario | before req/s | after req/s | after ÷ before | before µs CPU/req | after µs CPU/req |")
-print("|---|---|--:|--:|--:|--:|--:|")
+def of(v, s, b):
+    return {r["round"]: r for r in rows if (r["variant"], r["scenario"], r["build"]) == (v, s, b)}
+print(f"Before: {sys.argv[2]}, after: {sys.argv[3]}; io_uring, servers side by side, medians of {max(r['round'] for r in rows)} "
+      "rounds; after ÷ before paired within each round.\n")
+print("| row | scenario | before req/s | after req/s | after ÷ before | before µs CPU/req | after µs CPU/req | after ÷ before |")
+print("|---|---|--:|--:|--:|--:|--:|--:|")
 for v, s in keys:
-    b, a = med(v, s, "before", "rps"), med(v, s, "after", "rps")
-    print(f"| {v} | {s} | {b:,.0f} | {a:,.0f} | {a / b:.2f}× | {med(v, s, 'before', 'cpu_us'):.2f} | {med(v, s, 'after', 'cpu_us'):.2f} |")
+    b, a = of(v, s, "before"), of(v, s, "after")
+    paired = [n for n in b if n in a]
+    med = lambda runs, k: statistics.median(r[k] for r in runs.values())
+    ratio = lambda k: statistics.median(a[n][k] / b[n][k] for n in paired)
+    print(f"| {v} | {s} | {med(b, 'rps'):,.0f} | {med(a, 'rps'):,.0f} | {ratio('rps'):.2f}× "
+          f"| {med(b, 'cpu_us'):.2f} | {med(a, 'cpu_us'):.2f} | {ratio('cpu_us'):.2f}× |")
 PY

@@ -200,6 +200,23 @@ count_context_switches() {
   perf stat -x, -e context-switches -p "$1" -o "$3" -- sleep "$2" >/dev/null 2>&1 || true
 }
 read_context_switches() { awk -F, '$3 == "context-switches" && $1 ~ /^[0-9]+$/ {print $1}' "$1" 2>/dev/null; }
+# measure_cpu_window <scenario> <tag>: on the current server, SCENARIO_WARMUP s of that load, then DURATION s measured
+# (the load's output in RAW/<tag>.load.txt); sets WINDOW_TOOL, WINDOW_TICKS (the server's CPU ticks over the window)
+# and WINDOW_SWITCHES (its context switches; empty without perf). For the side-by-side scripts that need no more than
+# that (threadpool-spin.sh, compare-builds.sh); run.sh's measure records the machine around the window too.
+measure_cpu_window() {
+  local scenario="$1" tag="$2" counter c0 c1
+  (( SCENARIO_WARMUP > 0 )) && run_load "$scenario" "$SCENARIO_WARMUP" "$RAW/$tag.warmup.txt" >/dev/null
+  count_context_switches "$SERVER_PID" "$DURATION" "$RAW/$tag.switches.csv" &
+  counter=$!
+  c0="$(cpu_ticks "$SERVER_PID")"
+  WINDOW_TOOL="$(run_load "$scenario" "$DURATION" "$RAW/$tag.load.txt")"
+  c1="$(cpu_ticks "$SERVER_PID")"
+  wait "$counter" || true
+  WINDOW_TICKS=$(( c1 - c0 ))
+  WINDOW_SWITCHES="$(read_context_switches "$RAW/$tag.switches.csv")"
+}
+
 # machine_busy_ticks: user + nice + system time of all CPUs (without idle, iowait, irq, softirq, steal).
 machine_busy_ticks() { awk '/^cpu / {print $2 + $3 + $4}' /proc/stat; }
 

@@ -55,16 +55,10 @@ for round in $(seq "$ROUNDS"); do
     for row in $order; do
       use_server "$row"
       tag="r$round-${row/:/-}-$scenario"
-      run_load "$scenario" "$SCENARIO_WARMUP" "$RAW/$tag.warmup.txt" >/dev/null
-      count_context_switches "$SERVER_PID" "$DURATION" "$RAW/$tag.switches.csv" &
-      counter=$!
-      c0="$(cpu_ticks "$SERVER_PID")"
-      tool="$(run_load "$scenario" "$DURATION" "$RAW/$tag.load.txt")"
-      c1="$(cpu_ticks "$SERVER_PID")"
-      wait "$counter" || true
-      parsed="$(python3 "$HERE/tools.py" "parse-$tool" "$RAW/$tag.load.txt")" || die "cannot parse $RAW/$tag.load.txt"
+      measure_cpu_window "$scenario" "$tag"
+      parsed="$(python3 "$HERE/tools.py" "parse-$WINDOW_TOOL" "$RAW/$tag.load.txt")" || die "cannot parse $RAW/$tag.load.txt"
       python3 "$HERE/tools.py" spin-record --parsed "$parsed" --row "$row" --scenario "$scenario" --round "$round" \
-        --ticks "$(( c1 - c0 ))" --hz "$CLK_TCK" --switches "$(read_context_switches "$RAW/$tag.switches.csv")" >>"$RAW/rows.jsonl"
+        --ticks "$WINDOW_TICKS" --hz "$CLK_TCK" --switches "$WINDOW_SWITCHES" >>"$RAW/rows.jsonl"
     done
   done
   stop_all_servers
