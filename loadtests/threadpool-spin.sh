@@ -13,7 +13,8 @@
 # multiple of Inline's), context switches per request.
 # Knobs: SCENARIOS="fixedrate-64x400 plaintext-c64" DURATION=10 WARMUP=12 SCENARIO_WARMUP=2 ROUNDS=3
 #        ROWS="sockets:default sockets:default+nospin iouring:default iouring:default+nospin iouring:inline"
-#        (a row is transport:variant, "+nospin" adding DOTNET_ThreadPool_UnfairSemaphoreSpinLimit=0 to its server)
+#        (a row is transport:variant, "+nospin" adding DOTNET_ThreadPool_UnfairSemaphoreSpinLimit=0 to its server,
+#        "+spinN" that variable set to N: a CLR setting, read as hexadecimal)
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -45,8 +46,11 @@ for round in $(seq "$ROUNDS"); do
   log "round $round of $ROUNDS: $order"
   for row in $order; do
     transport="${row%%:*}" variant="${row#*:}" env=()
-    [[ "$variant" == *+nospin ]] && env=("$NO_SPIN")
-    start_server "$transport" "${variant%+nospin}" "$RAW/r$round-$transport-$variant.server.log" "${env[@]}" \
+    case "$variant" in
+      *+nospin) env=("$NO_SPIN") ;;
+      *+spin[0-9]*) env=("DOTNET_ThreadPool_UnfairSemaphoreSpinLimit=${variant##*+spin}") ;;
+    esac
+    start_server "$transport" "${variant%+*}" "$RAW/r$round-$transport-$variant.server.log" "${env[@]}" \
       || die "the server refused the options of $variant"
     park_server "$row"
     warm_for plaintext-c64 "$WARMUP" "$RAW/r$round-$transport-$variant.warmup.txt"

@@ -280,6 +280,8 @@ def spin_table(rows, rounds, duration):
     for r in rows:
         by.setdefault((r["scenario"], r["row"]), []).append(r)
     failed = any(r["load"]["socket_errors"] or r["load"]["non2xx"] or not r["load"]["requests"] for r in rows)
+    title = lambda row: SPIN_ROW_TITLES.get(row) or (f"{SPIN_ROW_TITLES[row.split('+')[0]]}, spin limit {row.split('+spin')[1]}"
+                                                     if "+spin" in row and row.split("+")[0] in SPIN_ROW_TITLES else row)
     us = lambda r: r["cpu_s"] / r["load"]["requests"] * 1e6 if r["load"]["requests"] else float("nan")
     lines = [f"The thread pool's idle spin: server CPU per request with and without "
              f"DOTNET_ThreadPool_UnfairSemaphoreSpinLimit=0; {duration} s windows, servers side by side, medians of "
@@ -294,7 +296,7 @@ def spin_table(rows, rounds, duration):
             cpu = statistics.median(us(r) for r in runs)
             ratios = [us(r) / inline_us[r["round"]] for r in runs if inline_us.get(r["round"])]
             switches = [r["switches"] / r["load"]["requests"] for r in runs if r["switches"] is not None and r["load"]["requests"]]
-            lines.append(f"| {scenario} | {SPIN_ROW_TITLES.get(row, row)} | {statistics.median(r['load']['rps'] for r in runs):,.0f} "
+            lines.append(f"| {scenario} | {title(row)} | {statistics.median(r['load']['rps'] for r in runs):,.0f} "
                          f"| {cpu:.2f} | {f'{statistics.median(ratios):.2f}×' if ratios else '–'} "
                          f"| {f'{statistics.median(switches):.2f}' if switches else '–'} |")
     return "\n".join(lines), failed
