@@ -70,22 +70,19 @@ for round in $(seq "$ROUNDS"); do
       variant="${key%%:*}" build="${key#*:}" tag="r$round-$variant-$scenario-$build"
       measure_cpu_window "$scenario" "$tag"
       parsed="$(python3 "$HERE/tools.py" "parse-$WINDOW_TOOL" "$RAW/$tag.load.txt")" || die "cannot parse $RAW/$tag.load.txt"
-      python3 - "$parsed" "$WINDOW_TICKS" "$CLK_TCK" "$variant" "$scenario" "$build" "$round" >>"$RAW/results.jsonl" <<'PY'
-import json, sys
-p = json.loads(sys.argv[1]); ticks, hz = int(sys.argv[2]), int(sys.argv[3])
-cpu_us = ticks / hz * 1e6 / p["requests"] if p["requests"] else float("nan")
-print(json.dumps({"variant": sys.argv[4], "scenario": sys.argv[5], "build": sys.argv[6], "round": int(sys.argv[7]),
-                  "rps": p["rps"], "cpu_us": cpu_us}))
-PY
-      log "  $tag: $(tail -1 "$RAW/results.jsonl")"
+      python3 "$HERE/tools.py" window-record --parsed "$parsed" --row "$key" --scenario "$scenario" --round "$round" \
+        --ticks "$WINDOW_TICKS" --hz "$CLK_TCK" --switches "$WINDOW_SWITCHES" >>"$RAW/results.jsonl"
     done
   done
   stop_all_servers
 done
 
-python3 - "$RAW/results.jsonl" "$BEFORE_REV" "${AFTER_REV:-work tree}" <<'PY'
+PYTHONPATH="$HERE" python3 - "$RAW/results.jsonl" "$BEFORE_REV" "${AFTER_REV:-work tree}" <<'PY'
 import json, statistics, sys
+from tools import cpu_us_per_request
 rows = [json.loads(l) for l in open(sys.argv[1])]
+for r in rows:  # window_record's rows are "<variant>:<build>"
+    r.update(variant=r["row"].split(":")[0], build=r["row"].split(":")[1], rps=r["load"]["rps"], cpu_us=cpu_us_per_request(r))
 keys = sorted({(r["variant"], r["scenario"]) for r in rows})
 def of(v, s, b):
     return {r["round"]: r for r in rows if (r["variant"], r["scenario"], r["build"]) == (v, s, b)}

@@ -24,6 +24,8 @@ THROUGHPUT_GOALS = {"plaintext-c64": (1.6, ["default"]), "pipelined-c256": (1.4,
                     "tls-h2-16x32": (1.1, ["default", "inline"]), "tls-h1-c64": (1.3, ["default"])}
 CPU_GOAL = 1.1          # default mode's server CPU per request at most this times Inline's
 P99_GOAL_SCENARIOS = ["plaintext-c64", "json-c64"]   # io_uring default's p99 at most Sockets'
+BUSY_CPUS = 0.25        # other processes using more than this many CPUs make the figures noisy
+SLOW_PROBE = 1.15       # a window whose memory probe took more than this times the run's median: the machine was slow
 
 
 def fixed_rate(scenario):
@@ -33,8 +35,6 @@ def fixed_rate(scenario):
         return None
     conns, each = scenario[len("fixedrate-"):].split("x")
     return int(conns), int(each)
-BUSY_CPUS = 0.25        # other processes using more than this many CPUs make the figures noisy
-SLOW_PROBE = 1.15       # a window whose memory probe took more than this times the run's median: the machine was slow
 
 
 def med(values):

@@ -186,6 +186,8 @@ class ReportTests(unittest.TestCase):
         self.assertIn("| fixedrate-64x400 | io_uring default | 25,600 | 14.06 | 1.67× | 0.75 |", table)
         _, failed = tools.spin_table(rows + [window("sockets:default", 1, 5.0, 256000, 1, errors=3)], 3, 10)
         self.assertTrue(failed)
+        self.assertEqual(tools.spin_row_title("sockets:default+nospin"), "Sockets, spin limit 0")
+        self.assertEqual(tools.spin_row_title("iouring:default+spin4"), "io_uring default, spin limit 4")
 
 
 if __name__ == "__main__":

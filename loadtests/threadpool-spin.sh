@@ -25,7 +25,6 @@ WARMUP="${WARMUP:-12}"
 SCENARIO_WARMUP="${SCENARIO_WARMUP:-2}"
 ROUNDS="${ROUNDS:-3}"
 ROWS="${ROWS:-sockets:default sockets:default+nospin iouring:default iouring:default+nospin iouring:inline}"
-NO_SPIN=DOTNET_ThreadPool_UnfairSemaphoreSpinLimit=0
 BASE_TOOL=wrk
 # shellcheck source=lib.sh
 source "$HERE/lib.sh"
@@ -47,7 +46,7 @@ for round in $(seq "$ROUNDS"); do
   for row in $order; do
     transport="${row%%:*}" variant="${row#*:}" env=()
     case "$variant" in
-      *+nospin) env=("$NO_SPIN") ;;
+      *+nospin) env=(DOTNET_ThreadPool_UnfairSemaphoreSpinLimit=0) ;;
       *+spin[0-9]*) env=("DOTNET_ThreadPool_UnfairSemaphoreSpinLimit=${variant##*+spin}") ;;
     esac
     start_server "$transport" "${variant%+*}" "$RAW/r$round-$transport-$variant.server.log" "${env[@]}" \
@@ -61,7 +60,7 @@ for round in $(seq "$ROUNDS"); do
       tag="r$round-${row/:/-}-$scenario"
       measure_cpu_window "$scenario" "$tag"
       parsed="$(python3 "$HERE/tools.py" "parse-$WINDOW_TOOL" "$RAW/$tag.load.txt")" || die "cannot parse $RAW/$tag.load.txt"
-      python3 "$HERE/tools.py" spin-record --parsed "$parsed" --row "$row" --scenario "$scenario" --round "$round" \
+      python3 "$HERE/tools.py" window-record --parsed "$parsed" --row "$row" --scenario "$scenario" --round "$round" \
         --ticks "$WINDOW_TICKS" --hz "$CLK_TCK" --switches "$WINDOW_SWITCHES" >>"$RAW/rows.jsonl"
     done
   done

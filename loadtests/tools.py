@@ -254,21 +254,32 @@ def meta(a):
     return 0
 
 
-SPIN_ROW_TITLES = {"sockets:default": "Sockets", "sockets:default+nospin": "Sockets, spin limit 0",
-                   "iouring:default": "io_uring default", "iouring:default+nospin": "io_uring default, spin limit 0",
-                   "iouring:inline": "io_uring Inline"}
-
-
-def spin_record(a):
-    """One window of threadpool-spin.sh: the load tool's figures, the server's CPU ticks and context switches."""
+def window_record(a):
+    """One measured window of a side-by-side script (threadpool-spin.sh, compare-builds.sh): the load tool's figures,
+    the server's CPU seconds and context switches, under the script's row name."""
     r = dict(row=a.row, scenario=a.scenario, round=a.round, cpu_s=a.ticks / a.hz,
              switches=int(a.switches) if a.switches.isdigit() else None, load=json.loads(a.parsed))
     print(json.dumps(r))
     load = r["load"]
-    us = r["cpu_s"] / load["requests"] * 1e6 if load["requests"] else float("nan")
-    print(f"  r{a.round} {a.row:<24} {a.scenario:<18} {load['rps']:>10,.0f} req/s {us:7.2f} µs CPU/request "
+    print(f"  r{a.round} {a.row:<24} {a.scenario:<18} {load['rps']:>10,.0f} req/s {cpu_us_per_request(r):7.2f} µs CPU/request "
           f"err {load['socket_errors']} non2xx {load['non2xx']}", file=sys.stderr)
     return 0
+
+
+def cpu_us_per_request(window):
+    """A window_record's server CPU per response, in µs (NaN without responses)."""
+    requests = window["load"]["requests"]
+    return window["cpu_s"] / requests * 1e6 if requests else float("nan")
+
+
+SPIN_BASE_TITLES = {"sockets:default": "Sockets", "iouring:default": "io_uring default", "iouring:inline": "io_uring Inline"}
+
+
+def spin_row_title(row):
+    """"iouring:default+spin4" -> "io_uring default, spin limit 4" (+nospin: limit 0)."""
+    base, _, spin = row.partition("+")
+    limit = "0" if spin == "nospin" else spin.removeprefix("spin")
+    return SPIN_BASE_TITLES.get(base, base) + (f", spin limit {limit}" if spin else "")
 
 
 def spin_table(rows, rounds, duration):
@@ -280,9 +291,7 @@ def spin_table(rows, rounds, duration):
     for r in rows:
         by.setdefault((r["scenario"], r["row"]), []).append(r)
     failed = any(r["load"]["socket_errors"] or r["load"]["non2xx"] or not r["load"]["requests"] for r in rows)
-    title = lambda row: SPIN_ROW_TITLES.get(row) or (f"{SPIN_ROW_TITLES[row.split('+')[0]]}, spin limit {row.split('+spin')[1]}"
-                                                     if "+spin" in row and row.split("+")[0] in SPIN_ROW_TITLES else row)
-    us = lambda r: r["cpu_s"] / r["load"]["requests"] * 1e6 if r["load"]["requests"] else float("nan")
+    us = cpu_us_per_request
     lines = [f"The thread pool's idle spin: server CPU per request with and without "
              f"DOTNET_ThreadPool_UnfairSemaphoreSpinLimit=0; {duration} s windows, servers side by side, medians of "
              f"{rounds} rounds (\u00d7 Inline's: the median of each round's ratio).\n",
@@ -296,7 +305,7 @@ def spin_table(rows, rounds, duration):
             cpu = statistics.median(us(r) for r in runs)
             ratios = [us(r) / inline_us[r["round"]] for r in runs if inline_us.get(r["round"])]
             switches = [r["switches"] / r["load"]["requests"] for r in runs if r["switches"] is not None and r["load"]["requests"]]
-            lines.append(f"| {scenario} | {title(row)} | {statistics.median(r['load']['rps'] for r in runs):,.0f} "
+            lines.append(f"| {scenario} | {spin_row_title(row)} | {statistics.median(r['load']['rps'] for r in runs):,.0f} "
                          f"| {cpu:.2f} | {f'{statistics.median(ratios):.2f}×' if ratios else '–'} "
                          f"| {f'{statistics.median(switches):.2f}' if switches else '–'} |")
     return "\n".join(lines), failed
@@ -323,7 +332,7 @@ def main():
     st = sub.add_parser("starvation-line"); st.add_argument("--file", required=True); st.add_argument("--round", type=int, required=True)
     st.add_argument("--transport", required=True); st.add_argument("--loadavg", type=float, required=True)
     st.add_argument("--transport-line", default="")
-    sr = sub.add_parser("spin-record")
+    sr = sub.add_parser("window-record")
     for name in ("--parsed", "--row", "--scenario", "--switches"):
         sr.add_argument(name, required=name != "--switches", default="")
     sr.add_argument("--round", type=int, required=True); sr.add_argument("--ticks", type=float, required=True)
@@ -359,8 +368,8 @@ def main():
         sys.exit(record(a))
     elif a.cmd == "starvation-line":
         sys.exit(starvation_line(a))
-    elif a.cmd == "spin-record":
-        sys.exit(spin_record(a))
+    elif a.cmd == "window-record":
+        sys.exit(window_record(a))
     elif a.cmd == "spin-table":
         table, failed = spin_table([json.loads(line) for line in open(a.file) if line.strip()], a.rounds, a.duration)
         print(table)
