@@ -188,6 +188,19 @@ class ReportTests(unittest.TestCase):
         self.assertTrue(failed)
         self.assertEqual(tools.spin_row_title("sockets:default+nospin"), "Sockets, spin limit 0")
         self.assertEqual(tools.spin_row_title("iouring:default+spin4"), "io_uring default, spin limit 4")
+        self.assertNotIn("own inline", table)
+
+    def test_spin_table_sets_each_transport_against_its_own_inline_row(self):
+        def window(row, rnd, cpu_s):
+            return {"row": row, "scenario": "plaintext-c64", "round": rnd, "cpu_s": cpu_s, "switches": None,
+                    "load": {"rps": 10000, "requests": 100000, "socket_errors": 0, "non2xx": 0}}
+        rows = [window("iouring:inline", 1, 1.0), window("iouring:default+nospin", 1, 1.3),
+                window("sockets:inline+inlinecompletions", 1, 1.5), window("sockets:default+nospin", 1, 2.4)]
+        table, _ = tools.spin_table(rows, 1, 10)
+        # Sockets' pool row against Sockets' inline row (2.4/1.5) and against io_uring Inline (2.4/1.0)
+        self.assertIn("| plaintext-c64 | Sockets, spin limit 0 | 10,000 | 24.00 | 2.40× | 1.60× | – |", table)
+        self.assertIn("| plaintext-c64 | io_uring default, spin limit 0 | 10,000 | 13.00 | 1.30× | 1.30× | – |", table)
+        self.assertIn("| plaintext-c64 | Sockets, UnsafePreferInlineScheduling, inline socket completions | 10,000 | 15.00 | 1.50× | 1.00× | – |", table)
 
 
 if __name__ == "__main__":

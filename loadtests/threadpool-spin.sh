@@ -14,7 +14,11 @@
 # Knobs: SCENARIOS="fixedrate-64x400 plaintext-c64" DURATION=10 WARMUP=12 SCENARIO_WARMUP=2 ROUNDS=3
 #        ROWS="sockets:default sockets:default+nospin iouring:default iouring:default+nospin iouring:inline"
 #        (a row is transport:variant, "+nospin" adding DOTNET_ThreadPool_UnfairSemaphoreSpinLimit=0 to its server,
-#        "+spinN" that variable set to N: a CLR setting, read as hexadecimal)
+#        "+spinN" that variable set to N: a CLR setting, read as hexadecimal; "+inlinecompletions" adding
+#        DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS=1). With a row "sockets:inline..." (UnsafePreferInlineScheduling)
+#        the table adds "× own inline": each row against its own transport's inline row, what the hand-off to the
+#        thread pool costs each transport:
+#        ROWS="sockets:default+nospin sockets:inline+inlinecompletions iouring:default+nospin iouring:inline"
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -48,6 +52,7 @@ for round in $(seq "$ROUNDS"); do
     case "$variant" in
       *+nospin) env=(DOTNET_ThreadPool_UnfairSemaphoreSpinLimit=0) ;;
       *+spin[0-9]*) env=("DOTNET_ThreadPool_UnfairSemaphoreSpinLimit=${variant##*+spin}") ;;
+      *+inlinecompletions) env=(DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS=1) ;;
     esac
     start_server "$transport" "${variant%+*}" "$RAW/r$round-$transport-$variant.server.log" "${env[@]}" \
       || die "the server refused the options of $variant"

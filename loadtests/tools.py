@@ -272,14 +272,20 @@ def cpu_us_per_request(window):
     return window["cpu_s"] / requests * 1e6 if requests else float("nan")
 
 
-SPIN_BASE_TITLES = {"sockets:default": "Sockets", "iouring:default": "io_uring default", "iouring:inline": "io_uring Inline"}
+SPIN_BASE_TITLES = {"sockets:default": "Sockets", "sockets:inline": "Sockets, UnsafePreferInlineScheduling",
+                    "iouring:default": "io_uring default", "iouring:inline": "io_uring Inline"}
+# Row modifiers of threadpool-spin.sh other than the spin limit (+nospin, +spinN).
+SPIN_MODIFIER_TITLES = {"inlinecompletions": "inline socket completions"}
 
 
 def spin_row_title(row):
     """"iouring:default+spin4" -> "io_uring default, spin limit 4" (+nospin: limit 0)."""
-    base, _, spin = row.partition("+")
-    limit = "0" if spin == "nospin" else spin.removeprefix("spin")
-    return SPIN_BASE_TITLES.get(base, base) + (f", spin limit {limit}" if spin else "")
+    base, _, modifier = row.partition("+")
+    title = SPIN_BASE_TITLES.get(base, base)
+    if modifier in SPIN_MODIFIER_TITLES:
+        return f"{title}, {SPIN_MODIFIER_TITLES[modifier]}"
+    limit = "0" if modifier == "nospin" else modifier.removeprefix("spin")
+    return title + (f", spin limit {limit}" if modifier else "")
 
 
 def spin_table(rows, rounds, duration):
@@ -292,22 +298,35 @@ def spin_table(rows, rounds, duration):
         by.setdefault((r["scenario"], r["row"]), []).append(r)
     failed = any(r["load"]["socket_errors"] or r["load"]["non2xx"] or not r["load"]["requests"] for r in rows)
     us = cpu_us_per_request
+    # With a Sockets row that runs requests inline too, each row is also set against its own transport's inline row:
+    # what the hand-off to the thread pool costs each transport.
+    sockets_inline = next((row for _, row in by if row.startswith("sockets:inline")), None)
+    own = sockets_inline is not None
     lines = [f"The thread pool's idle spin: server CPU per request with and without "
              f"DOTNET_ThreadPool_UnfairSemaphoreSpinLimit=0; {duration} s windows, servers side by side, medians of "
-             f"{rounds} rounds (\u00d7 Inline's: the median of each round's ratio).\n",
-             "| scenario | row | req/s | µs CPU/request | × Inline's | context switches/request |",
-             "|---|---|--:|--:|--:|--:|"]
+             f"{rounds} rounds (\u00d7 Inline's: the median of each round's ratio"
+             + (f"; × own inline: against {spin_row_title(sockets_inline)} for Sockets rows, io_uring Inline for io_uring rows"
+                if own else "") + ").\n",
+             "| scenario | row | req/s | µs CPU/request | × Inline's |" + (" × own inline |" if own else "")
+             + " context switches/request |",
+             "|---|---|--:|--:|--:|" + ("--:|" if own else "") + "--:|"]
+
+    def paired(runs, reference):
+        ratios = [us(r) / reference[r["round"]] for r in runs if reference.get(r["round"])]
+        return f"{statistics.median(ratios):.2f}×" if ratios else "–"
+
     for scenario in dict.fromkeys(r["scenario"] for r in rows):
         inline_us = {r["round"]: us(r) for r in by.get((scenario, "iouring:inline"), [])}
+        sockets_inline_us = {r["round"]: us(r) for r in by.get((scenario, sockets_inline), [])}
         for (s, row), runs in by.items():
             if s != scenario:
                 continue
             cpu = statistics.median(us(r) for r in runs)
-            ratios = [us(r) / inline_us[r["round"]] for r in runs if inline_us.get(r["round"])]
             switches = [r["switches"] / r["load"]["requests"] for r in runs if r["switches"] is not None and r["load"]["requests"]]
+            own_cell = f" {paired(runs, sockets_inline_us if row.startswith('sockets') else inline_us)} |" if own else ""
             lines.append(f"| {scenario} | {spin_row_title(row)} | {statistics.median(r['load']['rps'] for r in runs):,.0f} "
-                         f"| {cpu:.2f} | {f'{statistics.median(ratios):.2f}×' if ratios else '–'} "
-                         f"| {f'{statistics.median(switches):.2f}' if switches else '–'} |")
+                         f"| {cpu:.2f} | {paired(runs, inline_us)} |{own_cell} "
+                         f"{f'{statistics.median(switches):.2f}' if switches else '–'} |")
     return "\n".join(lines), failed
 
 
