@@ -64,9 +64,9 @@ public sealed class SeccompTests(ITestOutputHelper output)
 /// </summary>
 public sealed class SeccompFactAttribute : FactAttribute
 {
-    public const string Python = "/usr/bin/python3";
+    public const string Python = DebianPython.Path;
 
-    private static readonly string? s_whyNot = WhyNot();
+    private static readonly string? s_whyNot = DebianPython.WhyNotImportable("seccomp", "python3-seccomp");
 
     public SeccompFactAttribute()
     {
@@ -74,16 +74,5 @@ public sealed class SeccompFactAttribute : FactAttribute
         {
             Skip = s_whyNot;
         }
-    }
-
-    private static string? WhyNot()
-    {
-        if (!File.Exists(Python))
-        {
-            return $"{Python} is missing (apt-get install python3 python3-seccomp; .ci/run installs them)";
-        }
-        using var probe = Process.Start(new ProcessStartInfo(Python, ["-c", "import seccomp"]) { RedirectStandardError = true, UseShellExecute = false })!;
-        probe.WaitForExit(10_000);
-        return probe.ExitCode == 0 ? null : "libseccomp's Python binding is not installed (apt-get install python3-seccomp; .ci/run installs it)";
     }
 }

@@ -184,14 +184,18 @@ public sealed class GrpcTests(ITestOutputHelper output)
     }
 
     /// <summary>A server with the echo service and a client channel to it.</summary>
-    private sealed class GrpcFixture : IAsyncDisposable
+    internal sealed class GrpcFixture : IAsyncDisposable
     {
-        private GrpcFixture(IoUringTestServer server, GrpcChannel channel, EchoService service)
+        private GrpcFixture(IoUringTestServer server, GrpcChannel channel, EchoService service, X509Certificate2? certificate)
         {
             Server = server;
             Channel = channel;
             Service = service;
+            Certificate = certificate;
         }
+
+        /// <summary>The server's self-signed certificate over TLS, null over h2c.</summary>
+        public X509Certificate2? Certificate { get; }
 
         public IoUringTestServer Server { get; }
 
@@ -239,7 +243,7 @@ public sealed class GrpcTests(ITestOutputHelper output)
                 MaxReceiveMessageSize = 2 * 1024 * 1024,
                 MaxSendMessageSize = 2 * 1024 * 1024,
             });
-            return new GrpcFixture(server, channel, service);
+            return new GrpcFixture(server, channel, service, certificate);
         }
 
         public async ValueTask DisposeAsync()
