@@ -242,6 +242,9 @@ internal sealed partial class ConnectionSender : IValueTaskSource<int>
             _state = SenderState.Idle;
             return 0;
         }
+        // Counted before the call, as a ring send is counted when it is prepared: once send(2) returns, the peer may
+        // already have the bytes, and whoever watches the counter must not see them before the send.
+        _context.Metrics.DirectSends.Add(1);
         int result;
         if (buffer.IsSingleSegment)
         {
@@ -259,7 +262,6 @@ internal sealed partial class ConnectionSender : IValueTaskSource<int>
         }
         _state = SenderState.Idle;
 
-        _context.Metrics.DirectSends.Add(1);
         if (result > 0)
         {
             _context.Metrics.BytesSent.Add(result);

@@ -10,6 +10,7 @@ namespace Kestrel.Transport.IoUring.Tests.Protocols;
 /// both scheduling modes: unary, both streaming directions, duplex, a status with trailers, a missed deadline and a
 /// client cancel.
 /// </summary>
+[Collection(HeavyProtocolCollection.Name)]
 public sealed class GrpcInteropTests(ITestOutputHelper output)
 {
     private static readonly string Client = Path.Combine(AppContext.BaseDirectory, "Protocols", "grpc_interop_client.py");
