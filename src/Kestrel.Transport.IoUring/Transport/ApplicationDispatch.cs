@@ -128,12 +128,14 @@ internal sealed class ApplicationDispatch : IThreadPoolWorkItem
         _backedUp = started - next.Enqueued >= s_backedUpMilliseconds || started - OldestWaiting(started) >= s_backedUpMilliseconds;
         QueueItemIfNeeded(); // a successor waits in the pool's queue while this one runs (and perhaps blocks)
 
+        FlushingThreadScheduler.EnterDispatchedWorkItem(); // flushes in it are this work item's (send batching)
         try
         {
             next.Action(next.State);
         }
         finally
         {
+            FlushingThreadScheduler.LeaveDispatchedWorkItem();
             next.Connection.LastRun = Environment.TickCount64 - started >= s_slowRunMilliseconds
                 ? ConnectionRunHistory.Slow
                 : ConnectionRunHistory.Quick;

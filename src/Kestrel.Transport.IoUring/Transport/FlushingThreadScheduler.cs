@@ -98,24 +98,59 @@ internal sealed class FlushingThreadScheduler(RingThread ring) : PipeScheduler, 
     }
 
     /// <summary>
+    /// Marks the calling pool thread as running one of <see cref="ApplicationDispatch"/>'s work items until
+    /// <see cref="LeaveDispatchedWorkItem"/>: the dispatch knows where its own work items begin and end, so flushes
+    /// in them are numbered without a boundary item (see <see cref="WorkItemBoundary"/>).
+    /// </summary>
+    internal static void EnterDispatchedWorkItem() => (t_boundary ??= new WorkItemBoundary()).EnterDispatched();
+
+    /// <summary>Ends what <see cref="EnterDispatchedWorkItem"/> began on this thread.</summary>
+    internal static void LeaveDispatchedWorkItem() => t_boundary!.LeaveDispatched();
+
+    /// <summary>
     /// One per pool thread: numbers the work items in which that thread's connections sent inline. The number stays
-    /// while the thread is in the same work item: opening queues an item on the thread's local queue, which closes it
-    /// when the thread gets there (or when another thread steals it, which only starts a new number early).
+    /// while the thread is in the same work item.
+    /// <list type="bullet">
+    /// <item>In one of <see cref="ApplicationDispatch"/>'s work items (where Kestrel's read continuations run) the
+    /// dispatch opens and closes the number itself.</item>
+    /// <item>In any other work item, opening queues an item on the thread's local queue, which closes the number when
+    /// the thread gets there. Another worker may steal that item first and start a new number early: then the flushes
+    /// after it look like a new work item's and send at once. Measured in the tests' process after busy tests: up to
+    /// 260 sends for 320 flushes in 5 bursts, where the dispatch's own numbering gives 6; which is why the dispatch
+    /// does not rely on it.</item>
+    /// </list>
     /// </summary>
     private sealed class WorkItemBoundary : IThreadPoolWorkItem
     {
         private long _workItem;
         private volatile bool _open;
+        private int _dispatchedDepth; // this thread only
 
         public long Current()
         {
-            if (!_open)
+            if (_dispatchedDepth == 0 && !_open)
             {
                 _open = true;
                 _workItem++;
                 System.Threading.ThreadPool.UnsafeQueueUserWorkItem(this, preferLocal: true);
             }
             return _workItem;
+        }
+
+        public void EnterDispatched()
+        {
+            if (_dispatchedDepth++ == 0)
+            {
+                _workItem++;
+            }
+        }
+
+        public void LeaveDispatched()
+        {
+            if (--_dispatchedDepth == 0)
+            {
+                _workItem++; // what the thread flushes next belongs to another work item
+            }
         }
 
         public void Execute() => _open = false;
