@@ -124,11 +124,11 @@ internal sealed class FlushingThreadScheduler(RingThread ring) : PipeScheduler, 
     {
         private long _workItem;
         private volatile bool _open;
-        private int _dispatchedDepth; // this thread only
+        private bool _inDispatchedItem; // this thread only; the pool never runs one dispatched item inside another
 
         public long Current()
         {
-            if (_dispatchedDepth == 0 && !_open)
+            if (!_inDispatchedItem && !_open)
             {
                 _open = true;
                 _workItem++;
@@ -137,20 +137,18 @@ internal sealed class FlushingThreadScheduler(RingThread ring) : PipeScheduler, 
             return _workItem;
         }
 
+        // Both ends take a new number: what the thread flushed before the item, and what it flushes after, belong to
+        // other work items (a boundary item still open from before would otherwise join them).
         public void EnterDispatched()
         {
-            if (_dispatchedDepth++ == 0)
-            {
-                _workItem++;
-            }
+            _inDispatchedItem = true;
+            _workItem++;
         }
 
         public void LeaveDispatched()
         {
-            if (--_dispatchedDepth == 0)
-            {
-                _workItem++; // what the thread flushes next belongs to another work item
-            }
+            _inDispatchedItem = false;
+            _workItem++;
         }
 
         public void Execute() => _open = false;

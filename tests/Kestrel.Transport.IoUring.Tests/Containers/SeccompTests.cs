@@ -15,7 +15,7 @@ public sealed class SeccompTests(ITestOutputHelper output)
     private static readonly string Sample = Path.Combine(AppContext.BaseDirectory, "IoUringSample.dll");
 
     private static ChildProcess StartSampleUnderFilter(string mode, Dictionary<string, string>? environment = null)
-        => ChildProcess.Start(SeccompFactAttribute.Python, [Launcher, mode, "dotnet", Sample, "--urls", "http://127.0.0.1:0"], environment);
+        => ChildProcess.Start(DebianPython.Path, [Launcher, mode, "dotnet", Sample, "--urls", "http://127.0.0.1:0"], environment);
 
     [SeccompFact]
     public async Task WhenIoUringSetupFailsWithEpermTheAppWarnsOnceAndServesOverSockets()
@@ -64,8 +64,6 @@ public sealed class SeccompTests(ITestOutputHelper output)
 /// </summary>
 public sealed class SeccompFactAttribute : FactAttribute
 {
-    public const string Python = DebianPython.Path;
-
     private static readonly string? s_whyNot = DebianPython.WhyNotImportable("seccomp", "python3-seccomp");
 
     public SeccompFactAttribute()

@@ -38,14 +38,14 @@ public sealed class GrpcTests(ITestOutputHelper output)
     public async Task UnaryCalls_ManyConcurrentOnOneConnection_EchoEveryPayload(ApplicationSchedulingMode scheduling, bool tls)
     {
         await using var fixture = await GrpcFixture.StartAsync(scheduling, tls);
-        var invoker = fixture.Channel.CreateCallInvoker();
+        var invoker = fixture.Invoker;
 
         // Sizes from empty to 1 MiB: single DATA frames, frames split by the 16 KiB frame size and by flow control.
         int[] sizes = [0, 1, 100, 16 * 1024 - 5, 16 * 1024, 100_000, 1024 * 1024];
         var calls = Enumerable.Range(0, 70).Select(async i =>
         {
             var request = Payload(sizes[i % sizes.Length], seed: (ulong)i);
-            var reply = await invoker.AsyncUnaryCall(EchoMethods.Echo, null, new CallOptions(deadline: DateTime.UtcNow + Timeout), request);
+            var reply = await invoker.AsyncUnaryCall(EchoMethods.Echo, null, WithinTimeout(), request);
             Assert.Equal(Convert.ToHexString(SHA256.HashData(request)), Convert.ToHexString(SHA256.HashData(reply)));
         });
         await Task.WhenAll(calls).WaitAsync(Timeout);
@@ -59,12 +59,12 @@ public sealed class GrpcTests(ITestOutputHelper output)
     public async Task ServerStreaming_ReaderPausesMidStream_GetsEveryMessageInOrder(ApplicationSchedulingMode scheduling, bool tls)
     {
         await using var fixture = await GrpcFixture.StartAsync(scheduling, tls);
-        var invoker = fixture.Channel.CreateCallInvoker();
+        var invoker = fixture.Invoker;
         const int count = 400;
         const int size = 32 * 1024; // 12.5 MiB in all: past the HTTP/2 flow-control windows and the transport's buffers
 
         Task serverReachedPause = fixture.Service.DownloadReached(102);
-        using var call = invoker.AsyncServerStreamingCall(EchoMethods.Download, null, new CallOptions(deadline: DateTime.UtcNow + Timeout),
+        using var call = invoker.AsyncServerStreamingCall(EchoMethods.Download, null, WithinTimeout(),
             DownloadRequest(count, size));
         int received = 0;
         while (await call.ResponseStream.MoveNext(CancellationToken.None))
@@ -90,9 +90,9 @@ public sealed class GrpcTests(ITestOutputHelper output)
     public async Task ClientStreaming_LargeUpload_ArrivesIntact(ApplicationSchedulingMode scheduling, bool tls)
     {
         await using var fixture = await GrpcFixture.StartAsync(scheduling, tls);
-        var invoker = fixture.Channel.CreateCallInvoker();
+        var invoker = fixture.Invoker;
 
-        using var call = invoker.AsyncClientStreamingCall(EchoMethods.Upload, null, new CallOptions(deadline: DateTime.UtcNow + Timeout));
+        using var call = invoker.AsyncClientStreamingCall(EchoMethods.Upload, null, WithinTimeout());
         using var expected = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         long total = 0;
         for (int i = 0; i < 400; i++)
@@ -113,9 +113,9 @@ public sealed class GrpcTests(ITestOutputHelper output)
     public async Task DuplexStreaming_PingPongInLockstep_ThenBothSidesComplete(ApplicationSchedulingMode scheduling, bool tls)
     {
         await using var fixture = await GrpcFixture.StartAsync(scheduling, tls);
-        var invoker = fixture.Channel.CreateCallInvoker();
+        var invoker = fixture.Invoker;
 
-        using var call = invoker.AsyncDuplexStreamingCall(EchoMethods.Chat, null, new CallOptions(deadline: DateTime.UtcNow + Timeout));
+        using var call = invoker.AsyncDuplexStreamingCall(EchoMethods.Chat, null, WithinTimeout());
         for (int i = 0; i < 500; i++)
         {
             var ping = Payload(i % 50 * 100, seed: (ulong)i);
@@ -133,11 +133,11 @@ public sealed class GrpcTests(ITestOutputHelper output)
     public async Task ErrorsDeadlinesAndCancellation_EndOnlyTheirCall(ApplicationSchedulingMode scheduling, bool tls)
     {
         await using var fixture = await GrpcFixture.StartAsync(scheduling, tls);
-        var invoker = fixture.Channel.CreateCallInvoker();
+        var invoker = fixture.Invoker;
 
         // A status with a detail and trailers, from a handler that throws.
         var failed = await Assert.ThrowsAsync<RpcException>(() =>
-            invoker.AsyncUnaryCall(EchoMethods.Fail, null, new CallOptions(deadline: DateTime.UtcNow + Timeout), [1]).ResponseAsync);
+            invoker.AsyncUnaryCall(EchoMethods.Fail, null, WithinTimeout(), [1]).ResponseAsync);
         Assert.Equal(StatusCode.NotFound, failed.StatusCode);
         Assert.Equal("no such thing", failed.Status.Detail);
         Assert.Equal("yes", failed.Trailers.GetValue("failed-on-purpose"));
@@ -164,10 +164,13 @@ public sealed class GrpcTests(ITestOutputHelper output)
         await fixture.Service.DownloadCancelled.Task.WaitAsync(Timeout);
 
         // None of that ended the connection: the next call goes out on it and succeeds.
-        var reply = await invoker.AsyncUnaryCall(EchoMethods.Echo, null, new CallOptions(deadline: DateTime.UtcNow + Timeout), [1, 2, 3]);
+        var reply = await invoker.AsyncUnaryCall(EchoMethods.Echo, null, WithinTimeout(), [1, 2, 3]);
         Assert.Equal(new byte[] { 1, 2, 3 }, reply);
         Assert.Equal(1, fixture.Service.ConnectionCount);
     }
+
+    /// <summary>Call options whose deadline bounds the call like the test's other waits.</summary>
+    private static CallOptions WithinTimeout() => new(deadline: DateTime.UtcNow + Timeout);
 
     private static byte[] Payload(int size, ulong seed)
     {
@@ -201,6 +204,9 @@ public sealed class GrpcTests(ITestOutputHelper output)
         public IoUringTestServer Server { get; }
 
         public GrpcChannel Channel { get; }
+
+        /// <summary>The channel's call invoker: calls by method descriptor, as generated clients make them.</summary>
+        public CallInvoker Invoker => Channel.CreateCallInvoker();
 
         public EchoService Service { get; }
 

@@ -92,7 +92,7 @@ public sealed class RingThreadPolicyTests(ITestOutputHelper output)
             os.execvp(sys.argv[1], sys.argv[1:])
             """;
         string sample = Path.Combine(AppContext.BaseDirectory, "IoUringSample.dll");
-        using var app = ChildProcess.Start(SeccompFactAttribute.Python,
+        using var app = ChildProcess.Start(DebianPython.Path,
             ["-c", filter, "dotnet", sample, "--urls", "http://127.0.0.1:0", "--Kestrel:IoUring:RingCount", "1"]);
         Uri address = await app.ListeningAsync(TimeSpan.FromSeconds(60));
         using var client = new HttpClient { BaseAddress = address };
