@@ -58,6 +58,9 @@ internal sealed class ConnectionReceiver
     private bool _inputCompleted; // the input pipe is completed: nothing more is delivered to the application
     private ValueTask<FlushResult> _pausedFlush;
 
+    // ---- written by the ring thread, read by a flushing thread (send batching, FlushingThreadScheduler) ----
+    private int _inputFlushes;
+
     public ConnectionReceiver(IoUringConnection connection, RingThread ring, PipeWriter input, int ioFd, bool ioFixed,
         ulong receiveUserData, ulong cancelUserData)
     {
@@ -244,8 +247,15 @@ internal sealed class ConnectionReceiver
         }
     }
 
+    /// <summary>
+    /// How many times bytes were flushed to the application so far. Counted before each flush, so a reader that got
+    /// those bytes sees the count that includes them (the pipe orders memory between the two threads).
+    /// </summary>
+    public int InputFlushes => Volatile.Read(ref _inputFlushes);
+
     private void Flush()
     {
+        Volatile.Write(ref _inputFlushes, _inputFlushes + 1);
         ValueTask<FlushResult> flush = _input.FlushAsync();
         if (flush.IsCompletedSuccessfully)
         {

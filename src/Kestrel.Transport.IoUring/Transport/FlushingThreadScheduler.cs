@@ -9,9 +9,11 @@ namespace Kestrel.Transport.IoUring.Transport;
 /// <item>On a pool thread, a connection starts in <see cref="FlushSendMode.AtOnce"/>: its flush sends at once, inline,
 /// so a response is never held back by whatever its thread does next (it may block). Once the connection flushes a
 /// second time within one work item (pipelined requests, HTTP/2 streams, TLS records: Kestrel flushes once per
-/// response), it moves to <see cref="FlushSendMode.AfterWorkItem"/> for good: its sends wait for the end of the work
-/// item on the thread's own local queue, so every response written in one go leaves in one send(2), as with the
-/// Sockets transport (whose send loop also runs after the flushing code). The local queue is served by its own thread
+/// response), it moves to <see cref="FlushSendMode.AfterWorkItem"/>: its sends wait for the end of the work item on the
+/// thread's own local queue, so every response written in one go leaves in one send(2), as with the Sockets transport
+/// (whose send loop also runs after the flushing code). After <see cref="DeferredSendsBeforeRetry"/> deferred sends it
+/// tries sending at once again, and stays there unless a work item flushes twice again. A flush that answers bytes
+/// received after the connection's last send is never a second one. The local queue is served by its own thread
 /// before the pool's global queue, so a starved pool does not delay it.</item>
 /// <item>Any other thread (a dedicated thread, a timer) sends inline.</item>
 /// <item>The ring's own thread (Inline scheduling, or an abort cancelling the pending read) queues the loop behind the
@@ -21,15 +23,23 @@ namespace Kestrel.Transport.IoUring.Transport;
 /// object is itself the work item that carries it (no allocation per deferred send). Only the thread that flushed
 /// touches the mode fields (the output pipe has one writer at a time).
 /// </summary>
-internal sealed class FlushingThreadScheduler(RingThread ring) : PipeScheduler, IThreadPoolWorkItem
+internal sealed class FlushingThreadScheduler(RingThread ring, IoUringConnection connection) : PipeScheduler, IThreadPoolWorkItem
 {
+    /// <summary>
+    /// How many deferred sends in a row a connection makes before it tries sending at once again. A connection that
+    /// really flushes several times per work item (pipelining, HTTP/2) pays one extra send(2) per this many batches.
+    /// </summary>
+    internal const int DeferredSendsBeforeRetry = 16;
+
     [ThreadStatic]
     private static WorkItemBoundary? t_boundary;
 
     // Flushing thread only.
     private FlushSendMode _mode = FlushSendMode.AtOnce;
+    private int _deferredSinceSwitch;
     private WorkItemBoundary? _lastInlineSendBoundary;
     private long _lastInlineSendWorkItem;
+    private int _inputFlushesAtLastInlineSend;
 
     // The deferred continuation: written before the work item is queued, read when it runs.
     private Action<object?>? _action;
@@ -48,28 +58,63 @@ internal sealed class FlushingThreadScheduler(RingThread ring) : PipeScheduler, 
         {
             action(state);
         }
-        else if (_mode == FlushSendMode.AtOnce && !IsSecondSendOfThisWorkItem())
+        else if (SendsAtOnce() && !IsSecondSendOfThisWorkItem())
         {
             action(state);
         }
         else
         {
-            _mode = FlushSendMode.AfterWorkItem;
+            if (_mode == FlushSendMode.AtOnce)
+            {
+                _mode = FlushSendMode.AfterWorkItem;
+                _deferredSinceSwitch = 0;
+            }
             Defer(action, state);
         }
     }
 
-    /// <summary>Notes that this connection sends inline in the current work item; true if it already did.</summary>
+    /// <summary>
+    /// True when this flush, the first of its work item, may send inline. A connection that deferred
+    /// <see cref="DeferredSendsBeforeRetry"/> sends in a row goes back to <see cref="FlushSendMode.AtOnce"/> for one
+    /// work item: if that work item flushes again, the connection defers again; if not, it stays at once. Without the
+    /// retry, one work item with two flushes decided for the connection's whole life: a TLS connection's first request
+    /// can share its work item with the end of the handshake (the session tickets are a flush of their own), and under
+    /// TLS HTTP/1.1 load a growing share of single responses waited for the end of their work item (27% of flushes in
+    /// the second 5 s of a run), one more work item each, held back for as long as a handler that flushed then blocked.
+    /// </summary>
+    private bool SendsAtOnce()
+    {
+        if (_mode == FlushSendMode.AtOnce)
+        {
+            return true;
+        }
+        if (++_deferredSinceSwitch < DeferredSendsBeforeRetry)
+        {
+            return false;
+        }
+        _mode = FlushSendMode.AtOnce;
+        return true;
+    }
+
+    /// <summary>
+    /// Notes that this connection sends inline in the current work item; true if it already did, and has received
+    /// nothing since. Bytes that arrived after that send answer it (a client that waits for each response): their
+    /// response is the first of a new exchange, not a second one written in the same go, even when the work item
+    /// read them at once because they were already there when it looked.
+    /// </summary>
     private bool IsSecondSendOfThisWorkItem()
     {
         WorkItemBoundary boundary = t_boundary ??= new WorkItemBoundary();
         long workItem = boundary.Current();
-        if (ReferenceEquals(boundary, _lastInlineSendBoundary) && workItem == _lastInlineSendWorkItem)
+        int inputFlushes = connection.InputFlushes;
+        if (ReferenceEquals(boundary, _lastInlineSendBoundary) && workItem == _lastInlineSendWorkItem
+            && inputFlushes == _inputFlushesAtLastInlineSend)
         {
             return true;
         }
         _lastInlineSendBoundary = boundary;
         _lastInlineSendWorkItem = workItem;
+        _inputFlushesAtLastInlineSend = inputFlushes;
         return false;
     }
 

@@ -20,6 +20,9 @@ internal sealed partial class IoUringConnection
     /// <summary>Called by the ring after a batch of completions for connections that received bytes in it.</summary>
     public void FlushQueuedInput() => _receiver.FlushQueued();
 
+    /// <summary>How many times received bytes were flushed to the application so far (any thread).</summary>
+    public int InputFlushes => _receiver.InputFlushes;
+
     /// <summary>Receiving is over: ConnectionClosed fires on the thread pool, never inline on the ring.</summary>
     public void OnReceiveEnded()
     {

@@ -69,7 +69,7 @@ internal sealed partial class IoUringConnection : ConnectionContext,
         MemoryPool = ring.MemoryPool;
 
         var (input, applicationInput) = ring.CreateInputPipe();
-        var output = new Pipe(ring.CreateOutputPipeOptions());
+        var output = new Pipe(ring.CreateOutputPipeOptions(this));
         _receiver = new ConnectionReceiver(this, ring, input.Writer, fixedSlot >= 0 ? fixedSlot : fd, fixedSlot >= 0,
             UserData.Encode(OperationKind.Receive, generation, slot), _cancelUserData);
         _sender = new ConnectionSender(this, ring, output.Reader, fd, fixedSlot,

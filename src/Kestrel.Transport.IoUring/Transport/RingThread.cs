@@ -71,14 +71,14 @@ internal sealed unsafe partial class RingThread : PipeScheduler
     private readonly PipeOptions _ringOutputPipeOptions;
 
     /// <summary>The options of a new connection's output pipe: its reader, the send loop, runs where the send path says.</summary>
-    public PipeOptions CreateOutputPipeOptions()
+    public PipeOptions CreateOutputPipeOptions(IoUringConnection connection)
     {
         if (!_context.SendsFromFlushingThread)
         {
             return _ringOutputPipeOptions;
         }
         var shared = _ringOutputPipeOptions;
-        return new PipeOptions(MemoryPool, readerScheduler: new FlushingThreadScheduler(this), writerScheduler: shared.WriterScheduler,
+        return new PipeOptions(MemoryPool, readerScheduler: new FlushingThreadScheduler(this, connection), writerScheduler: shared.WriterScheduler,
             pauseWriterThreshold: shared.PauseWriterThreshold, resumeWriterThreshold: shared.ResumeWriterThreshold, useSynchronizationContext: false);
     }
 

@@ -1,8 +1,10 @@
+using System.IO.Pipelines;
 using System.Net.Sockets;
 using System.Text;
 using Kestrel.Transport.IoUring.Tests.Hardening;
 using Kestrel.Transport.IoUring.Tests.Infrastructure;
 using Kestrel.Transport.IoUring.Tests.Protocols;
+using Kestrel.Transport.IoUring.Transport;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.Extensions.Logging;
 
@@ -152,6 +154,84 @@ public sealed class DirectSendTests
 
         long sends = metrics.Total("iouring.sends.direct") + metrics.Total("iouring.sends.ring");
         Assert.True(sends <= Bursts * Flushes / 4, $"{sends} sends for {Bursts * Flushes} flushes in {Bursts} bursts");
+    }
+
+    [Fact]
+    public async Task AConnectionThatOnceFlushedTwiceInOneWorkItemSendsItsLaterSingleFlushesAtOnceAgain()
+    {
+        // A TLS connection's first request can share its work item with the end of the handshake (the session
+        // tickets are a flush of their own): two flushes in one work item. That must not make every later single
+        // response wait for the end of its work item, where a handler that flushes and then blocks would hold it.
+        int retryAfter = FlushingThreadScheduler.DeferredSendsBeforeRetry;
+        int requests = retryAfter + 20;
+        var sentBeforeFlushReturned = new bool[requests];
+        var readWaiting = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var allNoted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        TransportMetricsCollector? metrics = null;
+        await using var server = await SendPathServer.StartAsync(SendPathMode.Direct, async connection =>
+        {
+            var output = connection.Transport.Output;
+            // The two flushes must run in a work item of the ring's dispatch, where a work item's end is known
+            // exactly: a read that waits for the client resumes there. (The first read can complete on Kestrel's own
+            // work item, and a read of bytes already there continues the work item that read before.)
+            if (await SendPathServer.ReadLineAsync(connection) != "hello") return;
+            var input = connection.Transport.Input;
+            ValueTask<ReadResult> waiting = input.ReadAsync();
+            if (waiting.IsCompleted) return; // the client sends after the signal below: the assertions report it
+            readWaiting.SetResult();
+            ReadResult two = await waiting;
+            if (Encoding.ASCII.GetString(two.Buffer) != "two\n") return;
+            input.AdvanceTo(two.Buffer.End);
+            await output.WriteAsync("one\n"u8.ToArray()); // both flushes complete synchronously, in one work item
+            await output.WriteAsync("two\n"u8.ToArray());
+            for (int i = 0; i < requests; i++)
+            {
+                if (await SendPathServer.ReadLineAsync(connection) is null) return;
+                long before = metrics!.Total("iouring.sends.direct");
+                await output.WriteAsync(Encoding.ASCII.GetBytes($"reply {i}\n"));
+                // A send at once has happened inside the flush; a deferred one waits for this work item to end.
+                sentBeforeFlushReturned[i] = metrics.Total("iouring.sends.direct") > before;
+            }
+            allNoted.SetResult();
+        });
+        metrics = new TransportMetricsCollector(server.Services);
+        using var collector = metrics;
+
+        await BlockingClient.Run(() =>
+        {
+            using var socket = RawSocket.Connect(server.Port);
+            socket.Send("hello\n"u8);
+            Assert.True(readWaiting.Task.Wait(TimeSpan.FromSeconds(15)), "the server never waited for the next line");
+            socket.Send("two\n"u8);
+            ReceiveExactly(socket, "one\ntwo\n"u8.Length);
+            for (int i = 0; i < requests; i++)
+            {
+                socket.Send("next\n"u8);
+                ReceiveExactly(socket, Encoding.ASCII.GetByteCount($"reply {i}\n"));
+            }
+            return 0;
+        }).WaitAsync(TimeSpan.FromSeconds(30));
+        await allNoted.Task.WaitAsync(TimeSpan.FromSeconds(30)); // the last reply reaches the client before it is noted
+
+        // While deferring, a flush can also find the previous deferred send still running on another thread, which
+        // then takes this flush's bytes too; that postpones the retry by a request, never past the last few.
+        string pattern = string.Concat(sentBeforeFlushReturned.Select(atOnce => atOnce ? 'A' : 'd'));
+        Assert.True(sentBeforeFlushReturned.Take(retryAfter - 1).Any(atOnce => !atOnce),
+            $"the two flushes in one work item did not make the connection defer its sends ({pattern})");
+        Assert.True(sentBeforeFlushReturned.TakeLast(5).All(atOnce => atOnce),
+            $"single flushes still deferred {requests - 5} requests after the two flushes ({pattern})");
+    }
+
+    private static void ReceiveExactly(Socket socket, int length)
+    {
+        var buffer = new byte[length];
+        int got = 0;
+        while (got < length)
+        {
+            int n = socket.Receive(buffer, got, length - got, SocketFlags.None);
+            Assert.True(n > 0, "the server closed early");
+            got += n;
+        }
     }
 
     [Theory]
