@@ -1,6 +1,7 @@
 using System.IO.Pipelines;
 using System.Net.Sockets;
 using System.Text;
+using Kestrel.Transport.IoUring.Tests.Core;
 using Kestrel.Transport.IoUring.Tests.Hardening;
 using Kestrel.Transport.IoUring.Tests.Infrastructure;
 using Kestrel.Transport.IoUring.Tests.Protocols;
@@ -203,11 +204,12 @@ public sealed class DirectSendTests
             socket.Send("hello\n"u8);
             Assert.True(readWaiting.Task.Wait(TimeSpan.FromSeconds(15)), "the server never waited for the next line");
             socket.Send("two\n"u8);
-            ReceiveExactly(socket, "one\ntwo\n"u8.Length);
+            Assert.Equal("one\ntwo\n", Encoding.ASCII.GetString(Loopback.ReadExactly(socket, "one\ntwo\n".Length)));
             for (int i = 0; i < requests; i++)
             {
                 socket.Send("next\n"u8);
-                ReceiveExactly(socket, Encoding.ASCII.GetByteCount($"reply {i}\n"));
+                string reply = $"reply {i}\n";
+                Assert.Equal(reply, Encoding.ASCII.GetString(Loopback.ReadExactly(socket, reply.Length)));
             }
             return 0;
         }).WaitAsync(TimeSpan.FromSeconds(30));
@@ -220,18 +222,6 @@ public sealed class DirectSendTests
             $"the two flushes in one work item did not make the connection defer its sends ({pattern})");
         Assert.True(sentBeforeFlushReturned.TakeLast(5).All(atOnce => atOnce),
             $"single flushes still deferred {requests - 5} requests after the two flushes ({pattern})");
-    }
-
-    private static void ReceiveExactly(Socket socket, int length)
-    {
-        var buffer = new byte[length];
-        int got = 0;
-        while (got < length)
-        {
-            int n = socket.Receive(buffer, got, length - got, SocketFlags.None);
-            Assert.True(n > 0, "the server closed early");
-            got += n;
-        }
     }
 
     [Theory]
