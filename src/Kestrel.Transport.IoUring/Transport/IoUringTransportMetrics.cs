@@ -41,6 +41,7 @@ internal sealed class IoUringTransportMetrics : IDisposable
         AcceptPauses = _meter.CreateCounter<long>("iouring.accept.pauses", "{pause}", "Times accepting paused for lack of descriptors or memory, per ring.");
         FixedFileTableFull = _meter.CreateCounter<long>("iouring.fixed_files.exhausted", "{connection}", "Connections that got no registered-file slot, per ring.");
         Wakeups = _meter.CreateCounter<long>("iouring.ring.wakeups", "{wakeup}", "Cross-thread wake-ups of a sleeping ring, per ring.");
+        Yields = _meter.CreateCounter<long>("iouring.ring.yields", "{yield}", "Turns in which a ring gave its core to the application work it had just handed to the thread pool instead of sleeping, per ring.");
         Fallbacks = _meter.CreateCounter<long>("iouring.fallbacks", "{fallback}", "Times the transport fell back to Sockets.");
         RingFailures = _meter.CreateCounter<long>("iouring.ring.failures", "{ring}", "Rings that failed and stopped (their connections were reset).");
     }
@@ -60,6 +61,8 @@ internal sealed class IoUringTransportMetrics : IDisposable
     internal Counter<long> AcceptPauses { get; }
     internal Counter<long> FixedFileTableFull { get; }
     internal Counter<long> Wakeups { get; }
+
+    internal Counter<long> Yields { get; }
     public Counter<long> Fallbacks { get; }
     public Counter<long> RingFailures { get; }
 

@@ -22,6 +22,7 @@ internal sealed class RingMetrics
         AcceptPauses = new TaggedCounter(shared.AcceptPauses, Tag);
         FixedFileTableFull = new TaggedCounter(shared.FixedFileTableFull, Tag);
         Wakeups = new TaggedCounter(shared.Wakeups, Tag);
+        Yields = new TaggedCounter(shared.Yields, Tag);
         ConnectionsAccepted = new TaggedCounter(shared.ConnectionsAccepted, Tag);
         SqesPerEnter = shared.SqesPerEnter;
     }
@@ -38,6 +39,7 @@ internal sealed class RingMetrics
     public TaggedCounter ZeroCopyCopies { get; }
     public TaggedCounter AcceptPauses { get; }
     public TaggedCounter FixedFileTableFull { get; }
+    public TaggedCounter Yields { get; }
     public TaggedCounter Wakeups { get; }
 
     /// <summary>The ring's application dispatch (default scheduling), observed by iouring.dispatch.waiting.</summary>

@@ -93,7 +93,7 @@ public sealed class RingTaggedMetricsTests
             "iouring.sends.ring", "iouring.enter.calls",
             "iouring.enter.submitted", "iouring.sqe.submitted", "iouring.cq.overflows", "iouring.recv.no_buffers",
             "iouring.send_zc.sends", "iouring.send_zc.copied", "iouring.accept.pauses", "iouring.fixed_files.exhausted",
-            "iouring.ring.wakeups", "iouring.fallbacks", "iouring.ring.failures", "iouring.dispatch.waiting",
+            "iouring.ring.wakeups", "iouring.ring.yields", "iouring.fallbacks", "iouring.ring.failures", "iouring.dispatch.waiting",
         ];
         Assert.Equal(documented.Order(), recorder.Instruments.Keys.Order());
         Assert.All(recorder.Instruments.Values, i => Assert.False(string.IsNullOrEmpty(i.Unit), i.Name));

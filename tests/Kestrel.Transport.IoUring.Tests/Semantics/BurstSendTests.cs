@@ -42,16 +42,10 @@ public sealed class BurstSendTests
 
         // The second connection's first read is filed in the dispatch, and its work item held back from the pool:
         // application work of this ring is now queued.
-        var held = new ConcurrentQueue<IThreadPoolWorkItem>();
-        var workQueued = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        dispatch.RedirectWorkItemsForTest(item =>
-        {
-            held.Enqueue(item);
-            workQueued.TrySetResult();
-        });
+        var (held, workQueued) = HoldWorkItems(dispatch);
         using var second = RawSocket.Connect(server.Port);
         second.Send("go\n"u8);
-        await workQueued.Task.WaitAsync(TimeSpan.FromSeconds(15));
+        await workQueued.WaitAsync(TimeSpan.FromSeconds(15));
         Assert.True(dispatch.MoreWorkQueued);
 
         long directBefore = metrics.Total("iouring.sends.direct"), ringBefore = metrics.Total("iouring.sends.ring");
@@ -61,15 +55,76 @@ public sealed class BurstSendTests
         Assert.Equal(ringBefore + 1, metrics.Total("iouring.sends.ring"));
 
         // Released: the held work runs, and with nothing else queued its response goes out directly.
+        ReleaseWorkItems(dispatch, held);
+        Assert.Equal("reply to go\n", await ReceiveLineAsync(second));
+        Assert.False(dispatch.MoreWorkQueued);
+        Assert.Equal(directBefore + 1, metrics.Total("iouring.sends.direct"));
+        Assert.Equal(ringBefore + 1, metrics.Total("iouring.sends.ring"));
+    }
+
+    [Fact]
+    public async Task ARingWhoseHandedWorkHasNotRunYieldsOnceAndThenSleepsInsteadOfSpinning()
+    {
+        await using var server = await SendPathServer.StartAsync(SendPathMode.Direct, async connection =>
+        {
+            string? line = await SendPathServer.ReadLineAsync(connection);
+            await connection.Transport.Output.WriteAsync(Encoding.ASCII.GetBytes($"reply to {line}\n"));
+            await SendPathServer.ReadLineAsync(connection); // until the client closes
+        }, o => o.RingCount = 1);
+        using var metrics = new TransportMetricsCollector(server.Services);
+        var dispatch = server.Factory.Rings[0].ApplicationDispatch!;
+
+        // The connection's first read is filed in the dispatch and its work item held back from the pool, as by a
+        // pool that is starved: the ring's last turn reaped a completion, and the work it handed over has not run.
+        var (held, workQueued) = HoldWorkItems(dispatch);
+        using var client = RawSocket.Connect(server.Port);
+        client.Send("go\n"u8);
+        await workQueued.WaitAsync(TimeSpan.FromSeconds(15));
+        Assert.True(dispatch.MoreWorkQueued);
+
+        // It yields once after that turn...
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(15);
+        while (metrics.Total("iouring.ring.yields") == 0)
+        {
+            Assert.True(DateTime.UtcNow < deadline, "the ring never yielded to the work it handed over");
+            await Task.Delay(5);
+        }
+
+        // ...and then sleeps, although the work is still queued: a turn that reaps nothing does not yield again.
+        // (No event marks "nothing happened": the ring is watched for a while. A spinning ring enters the kernel
+        // thousands of times in this window; a sleeping one only for its own timers.)
+        long yields = metrics.Total("iouring.ring.yields"), enters = metrics.Total("iouring.enter.calls");
+        await Task.Delay(TimeSpan.FromMilliseconds(300));
+        Assert.True(dispatch.MoreWorkQueued);
+        Assert.True(metrics.Total("iouring.ring.yields") - yields <= 1, $"{metrics.Total("iouring.ring.yields") - yields} more yields while idle");
+        Assert.True(metrics.Total("iouring.enter.calls") - enters <= 5, $"{metrics.Total("iouring.enter.calls") - enters} io_uring_enter calls while idle");
+
+        // Released, the work runs and is answered.
+        ReleaseWorkItems(dispatch, held);
+        Assert.Equal("reply to go\n", await ReceiveLineAsync(client));
+    }
+
+    /// <summary>From now on the dispatch's work items wait in the returned queue instead of the pool's (as in a starved pool).</summary>
+    private static (ConcurrentQueue<IThreadPoolWorkItem> Held, Task FirstQueued) HoldWorkItems(ApplicationDispatch dispatch)
+    {
+        var held = new ConcurrentQueue<IThreadPoolWorkItem>();
+        var firstQueued = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        dispatch.RedirectWorkItemsForTest(item =>
+        {
+            held.Enqueue(item);
+            firstQueued.TrySetResult();
+        });
+        return (held, firstQueued.Task);
+    }
+
+    /// <summary>The dispatch's work items go to the pool again, the held ones first.</summary>
+    private static void ReleaseWorkItems(ApplicationDispatch dispatch, ConcurrentQueue<IThreadPoolWorkItem> held)
+    {
         dispatch.RedirectWorkItemsForTest(item => ThreadPool.UnsafeQueueUserWorkItem(item, preferLocal: false));
         while (held.TryDequeue(out var item))
         {
             ThreadPool.UnsafeQueueUserWorkItem(item, preferLocal: false);
         }
-        Assert.Equal("reply to go\n", await ReceiveLineAsync(second));
-        Assert.False(dispatch.MoreWorkQueued);
-        Assert.Equal(directBefore + 1, metrics.Total("iouring.sends.direct"));
-        Assert.Equal(ringBefore + 1, metrics.Total("iouring.sends.ring"));
     }
 
     private static Task<string> ReceiveLineAsync(Socket socket) => BlockingClient.Run(() =>
