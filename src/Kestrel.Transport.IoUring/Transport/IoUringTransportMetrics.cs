@@ -61,7 +61,6 @@ internal sealed class IoUringTransportMetrics : IDisposable
     internal Counter<long> AcceptPauses { get; }
     internal Counter<long> FixedFileTableFull { get; }
     internal Counter<long> Wakeups { get; }
-
     internal Counter<long> Yields { get; }
     public Counter<long> Fallbacks { get; }
     public Counter<long> RingFailures { get; }

@@ -39,8 +39,8 @@ internal sealed class RingMetrics
     public TaggedCounter ZeroCopyCopies { get; }
     public TaggedCounter AcceptPauses { get; }
     public TaggedCounter FixedFileTableFull { get; }
-    public TaggedCounter Yields { get; }
     public TaggedCounter Wakeups { get; }
+    public TaggedCounter Yields { get; }
 
     /// <summary>The ring's application dispatch (default scheduling), observed by iouring.dispatch.waiting.</summary>
     public ApplicationDispatch? Dispatch { get; set; }

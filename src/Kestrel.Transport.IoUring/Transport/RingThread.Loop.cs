@@ -70,11 +70,8 @@ internal sealed unsafe partial class RingThread
             _closes.PrepareDeferred();
 
             uint waitFor = 0;
-            if (_localWork.Count == 0 && _closes.Deferred == 0 && YieldedToDispatchedWork())
-            {
-                // Not asleep: the completions that arrived while the pool ran that work are reaped below at once.
-            }
-            else if (_localWork.Count == 0 && _closes.Deferred == 0)
+            // After a yield the loop does not sleep: what arrived while the pool ran its work is reaped at once.
+            if (_localWork.Count == 0 && _closes.Deferred == 0 && !YieldedToDispatchedWork())
             {
                 Interlocked.Exchange(ref _sleeping, 1);
                 if (_remoteWork.IsEmpty)

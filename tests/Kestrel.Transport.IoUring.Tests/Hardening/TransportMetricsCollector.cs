@@ -12,6 +12,7 @@ internal sealed class TransportMetricsCollector : IDisposable
 {
     private readonly MeterListener _listener = new();
     private readonly ConcurrentDictionary<string, long> _totals = new();
+    private readonly ConcurrentDictionary<string, TaskCompletionSource> _firstRecorded = new();
 
     public TransportMetricsCollector(IServiceProvider services)
     {
@@ -23,12 +24,30 @@ internal sealed class TransportMetricsCollector : IDisposable
                 listener.EnableMeasurementEvents(instrument);
             }
         };
-        _listener.SetMeasurementEventCallback<long>((instrument, value, _, _) => _totals.AddOrUpdate(instrument.Name, value, (_, old) => old + value));
+        _listener.SetMeasurementEventCallback<long>((instrument, value, _, _) =>
+        {
+            _totals.AddOrUpdate(instrument.Name, value, (_, old) => old + value);
+            if (_firstRecorded.TryGetValue(instrument.Name, out var recorded))
+            {
+                recorded.TrySetResult();
+            }
+        });
         _listener.Start();
     }
 
     /// <summary>The sum of everything an instrument recorded (for histograms: the sum of the recorded values).</summary>
     public long Total(string instrument) => _totals.TryGetValue(instrument, out long v) ? v : 0;
+
+    /// <summary>Completes once an instrument has recorded anything (at once if it already has).</summary>
+    public Task Recorded(string instrument)
+    {
+        var recorded = _firstRecorded.GetOrAdd(instrument, _ => new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously));
+        if (Total(instrument) != 0)
+        {
+            recorded.TrySetResult(); // recorded before this waiter was registered
+        }
+        return recorded.Task;
+    }
 
     /// <summary>Reads observable instruments (e.g. iouring.connections.active) now and returns the last value.</summary>
     public long Observe(string instrument)
