@@ -12,7 +12,8 @@ import argparse, json, os, statistics, sys
 from tools import percentile
 
 SCENARIO_ORDER = ["plaintext-c64", "plaintext-c256", "pipelined-c256", "pipelined-c1024", "json-c64", "json-c256",
-                  "download-1mib-c16", "fixedrate-64x400", "h2c-16x32", "tls-h2-16x32", "tls-h1-c64", "idle5000"]
+                  "download-1mib-c16", "fixedrate-64x400", "h2c-16x32", "tls-h2-16x32", "tls-h1-c64",
+                  "tls-h1-wrk-c64", "idle5000"]
 VARIANT_ORDER = ["default", "inline", "ringsends", "schedother", "sqpoll", "incremental", "zerocopy", "registered"]
 VARIANT_TITLES = {"default": "io_uring default", "inline": "io_uring Inline", "ringsends": "io_uring ring-only sends",
                   "schedother": "io_uring ring threads SCHED_OTHER",

@@ -26,13 +26,14 @@
 #   STARVE_ROUNDS=2 [1]  STARVE_SECONDS=15 [5]  STARVE_TIMEOUT=30 [20]   the starvation scenario (see starvation.py)
 #   SYSCALLS=1 [0]       also count syscalls per request (loadtests/syscalls.sh) and put the table in the report
 #   TOOL=auto|wrk|bombardier   HTTP/1.1 load generator (auto: bombardier if the HTTP one is on PATH, else wrk); HTTP/2
-#                        and TLS scenarios use h2load, pipelining uses wrk with pipeline.lua
+#                        and TLS scenarios use h2load (tls-h1-wrk-c64: wrk), pipelining uses wrk with pipeline.lua
 #   IDLE=5000  IDLE_ACTIVE=32  SERVER_CPU=0  CLIENT_CPU=1  PORT=5080 (first port tried; taken ones are skipped)
 #   ALLOW_FALLBACK=0 (1: go on when io_uring falls back to Sockets)  PUBLISH=0
 #
 # Scenarios: plaintext-c64 plaintext-c256 pipelined-c256 pipelined-c1024 json-c64 json-c256 download-1mib-c16
 #            fixedrate-64x400 (plaintext at a fixed 25,600 req/s: CPU per request at equal load)
-#            h2c-16x32 tls-h2-16x32 tls-h1-c64 idle5000 starvation
+#            h2c-16x32 tls-h2-16x32 tls-h1-c64 tls-h1-wrk-c64 (TLS HTTP/1.1 from wrk: h2load's TLS client is the limit
+#            beside io_uring) idle5000 starvation
 #
 # Writes loadtests/results/<date>-<time>-<commit>[-quick].md, .svg and -starvation.svg (its own files: a run never
 # overwrites another's), raw outputs in loadtests/results/raw/<timestamp>/ (not committed), and with PUBLISH=1 the
@@ -55,7 +56,7 @@ WARMUP="${WARMUP:-25}"
 SCENARIO_WARMUP="${SCENARIO_WARMUP:-2}"
 DURATION="${DURATION:-10}"
 VARIANTS="${VARIANTS-default inline ringsends}"
-SCENARIOS="${SCENARIOS:-$GOAL_SCENARIOS fixedrate-64x400 idle5000 starvation}"
+SCENARIOS="${SCENARIOS:-$GOAL_SCENARIOS tls-h1-wrk-c64 fixedrate-64x400 idle5000 starvation}"
 ADVANCED="${ADVANCED:-}"
 ADVANCED_SCENARIOS="${ADVANCED_SCENARIOS:-plaintext-c64 pipelined-c256 download-1mib-c16}"
 STARVE_ROUNDS="${STARVE_ROUNDS:-2}"
@@ -66,7 +67,7 @@ TOOL="${TOOL:-auto}"
 IDLE="${IDLE:-5000}"
 IDLE_ACTIVE="${IDLE_ACTIVE:-32}"
 PUBLISH="${PUBLISH:-0}"
-ALL_SCENARIOS="plaintext-c64 plaintext-c256 pipelined-c256 pipelined-c1024 json-c64 json-c256 download-1mib-c16 fixedrate-64x400 h2c-16x32 tls-h2-16x32 tls-h1-c64 idle5000 starvation"
+ALL_SCENARIOS="plaintext-c64 plaintext-c256 pipelined-c256 pipelined-c1024 json-c64 json-c256 download-1mib-c16 fixedrate-64x400 h2c-16x32 tls-h2-16x32 tls-h1-c64 tls-h1-wrk-c64 idle5000 starvation"
 
 # shellcheck source=lib.sh
 source "$HERE/lib.sh"
@@ -107,7 +108,7 @@ else
   if command -v bombardier >/dev/null; then why="the bombardier on PATH is not the HTTP benchmarking tool"; else why="bombardier is not on PATH"; fi
   TOOL_SUMMARY="wrk $WRK_VERSION for HTTP/1.1 ($why), pipelining with loadtests/pipeline.lua"
 fi
-TOOL_SUMMARY+="; h2load $H2LOAD_VERSION for h2c, TLS HTTP/2 and TLS HTTP/1.1"
+TOOL_SUMMARY+="; h2load $H2LOAD_VERSION for h2c, TLS HTTP/2 and TLS HTTP/1.1 (tls-h1-c64); wrk for TLS HTTP/1.1 in tls-h1-wrk-c64"
 log "load tools: $TOOL_SUMMARY"
 
 if [[ -n "$IDLE_SCENARIOS" ]]; then
