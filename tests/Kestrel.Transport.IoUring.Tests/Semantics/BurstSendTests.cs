@@ -65,12 +65,7 @@ public sealed class BurstSendTests
     [Fact]
     public async Task ARingWhoseHandedWorkHasNotRunYieldsOnceAndThenSleepsInsteadOfSpinning()
     {
-        await using var server = await SendPathServer.StartAsync(SendPathMode.Direct, async connection =>
-        {
-            string? line = await SendPathServer.ReadLineAsync(connection);
-            await connection.Transport.Output.WriteAsync(Encoding.ASCII.GetBytes($"reply to {line}\n"));
-            await SendPathServer.ReadLineAsync(connection); // until the client closes
-        }, o => o.RingCount = 1);
+        await using var server = await StartOneReplyServerAsync(SendPathMode.Direct);
         using var metrics = new TransportMetricsCollector(server.Services);
         var dispatch = server.Factory.Rings[0].ApplicationDispatch!;
 
@@ -98,6 +93,47 @@ public sealed class BurstSendTests
         ReleaseWorkItems(dispatch, held);
         Assert.Equal("reply to go\n", await ReceiveLineAsync(client));
     }
+
+    [Fact]
+    public async Task WithEverySendThroughTheRingTheRingSleepsInsteadOfYielding()
+    {
+        // There every response waits for the ring thread, which must not give its place on the core away.
+        await using var server = await StartOneReplyServerAsync(SendPathMode.Ring);
+        using var metrics = new TransportMetricsCollector(server.Services);
+        var ring = server.Factory.Rings[0];
+        var dispatch = ring.ApplicationDispatch!;
+
+        // The connection's first read waits, held back from the pool; then a receive: the turn that reaps it has
+        // handed work that has not run yet, as above...
+        var (held, workQueued) = HoldWorkItems(dispatch);
+        using var client = RawSocket.Connect(server.Port);
+        await workQueued.WaitAsync(TimeSpan.FromSeconds(15));
+        client.Send("go\n"u8);
+        await metrics.Recorded("iouring.network.io").WaitAsync(TimeSpan.FromSeconds(15)); // recorded in that reap
+        Assert.True(dispatch.MoreWorkQueued);
+
+        // ...and the ring goes back to sleep without a yield. (It is awake from that reap on, so asleep means it has
+        // decided.)
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        while (!ring.IsSleeping)
+        {
+            Assert.True(DateTime.UtcNow < deadline, "the ring never went back to sleep");
+            await Task.Delay(5); // the loop's sleep has no event of its own to await
+        }
+        Assert.Equal(0, metrics.Total("iouring.ring.yields"));
+
+        ReleaseWorkItems(dispatch, held);
+        Assert.Equal("reply to go\n", await ReceiveLineAsync(client));
+    }
+
+    /// <summary>One ring; each connection answers its first line with "reply to LINE" and then reads until the client closes.</summary>
+    private static Task<IoUringTestServer> StartOneReplyServerAsync(SendPathMode sendPath) =>
+        SendPathServer.StartAsync(sendPath, async connection =>
+        {
+            string? line = await SendPathServer.ReadLineAsync(connection);
+            await connection.Transport.Output.WriteAsync(Encoding.ASCII.GetBytes($"reply to {line}\n"));
+            await SendPathServer.ReadLineAsync(connection); // until the client closes
+        }, o => o.RingCount = 1);
 
     /// <summary>From now on the dispatch's work items wait in the returned queue instead of the pool's (as in a starved pool).</summary>
     private static (ConcurrentQueue<IThreadPoolWorkItem> Held, Task FirstQueued) HoldWorkItems(ApplicationDispatch dispatch)
