@@ -39,7 +39,7 @@ for scenario in $SCENARIOS; do
     # Context switches first, without the tracepoints: tracing every syscall slows the server's syscalls, which
     # changes how its threads take turns (on plaintext c64 the default mode counted 0.09 switches per request under
     # the tracepoints and 0.3-0.6 without, in the same load).
-    run_load "$scenario" "$((WINDOW + 2))" "$RAW/$tag.switches-load.txt" >/dev/null &
+    run_load "$scenario" "$((WINDOW + 2))" "$RAW/$tag.switches-load.txt" >"$RAW/$tag.switches-load.tool" &
     load_pid=$!
     sleep 1
     perf stat -x, -e context-switches -p "$SERVER_PID" -o "$RAW/$tag.switches.csv" -- sleep "$WINDOW" >/dev/null 2>&1 \
@@ -50,16 +50,24 @@ for scenario in $SCENARIOS; do
     perf stat -x, -e 'syscalls:sys_enter_*' -p "$SERVER_PID" -o "$RAW/$tag.perf.csv" -- sleep "$((WINDOW + 1))" >/dev/null 2>&1 &
     perf_pid=$!
     sleep 0.5
-    run_load "$scenario" "$WINDOW" "$RAW/$tag.load.txt" >/dev/null
+    run_load "$scenario" "$WINDOW" "$RAW/$tag.load.txt" >"$RAW/$tag.load.tool"
     wait "$perf_pid" || log "perf stat failed for $tag (see $RAW/$tag.perf.csv)"
     stop_server
     log "  $tag: $(grep -m1 -E 'Requests/sec|finished in' "$RAW/$tag.load.txt" || echo 'no requests/s')"
   done
 done
 
-python3 - "$RAW" "$WINDOW" "$TOP" "$SCENARIOS" "$ROWS" <<'PY'
-import os, re, sys
+python3 - "$RAW" "$WINDOW" "$TOP" "$SCENARIOS" "$ROWS" "$HERE" <<'PY'
+import os, sys
 raw, window, top, scenarios, rows = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4].split(), sys.argv[5].split()
+sys.path.insert(0, sys.argv[6])
+import tools
+
+def load_result(name):
+    """The load's requests and req/s, by the parser of the tool run_load used (it wrote the tool's name beside)."""
+    tool = open(os.path.join(raw, name + ".tool")).read().strip()
+    return getattr(tools, f"parse_{tool}")(open(os.path.join(raw, name + ".txt")).read())
+
 titles = {"sockets:default": "Sockets", "iouring:default": "io_uring default", "iouring:inline": "io_uring Inline",
           "iouring:ringsends": "io_uring ring-only sends"}
 print(f"Server syscalls per request (`perf stat -e 'syscalls:sys_enter_*' -p PID` around a load of {window:g} s; requests = "
@@ -74,8 +82,7 @@ for sc in scenarios:
         transport, variant = row.split(":")
         tag = f"{sc}-{variant}-{transport}"
         try:
-            load = open(os.path.join(raw, tag + ".load.txt")).read()
-            switches_load = open(os.path.join(raw, tag + ".switches-load.txt")).read()
+            load, switches_load = load_result(tag + ".load"), load_result(tag + ".switches-load")
             counts, switches = {}, None
             for line in open(os.path.join(raw, tag + ".perf.csv")):
                 parts = line.strip().split(",")
@@ -85,14 +92,12 @@ for sc in scenarios:
                 parts = line.strip().split(",")
                 if len(parts) > 2 and parts[2] == "context-switches" and parts[0].isdigit():
                     switches = int(parts[0])
-        except OSError:
+        except (OSError, SystemExit):  # a file missing, or a load whose output has no summary (the parsers exit)
             continue
-        done = re.search(r"(\d+) requests in", load) or re.search(r"requests: (\d+) total", load)
-        rate = re.search(r"Requests/sec:\s+([\d.]+)", switches_load) or re.search(r"finished in \S+, ([\d.]+) req/s", switches_load)
-        if not done or not counts:
+        requests = float(load["requests"])
+        if not requests or not counts:
             continue
-        requests = float(done.group(1))
-        per_switch = switches / (float(rate.group(1)) * window) if rate and switches is not None else None
+        per_switch = switches / (switches_load["rps"] * window) if switches_load["rps"] and switches is not None else None
         cols[row] = ({k: v / requests for k, v in counts.items()}, requests, per_switch)
     if not cols:
         print(f"\n{sc}: no data")

@@ -115,24 +115,18 @@ internal sealed unsafe partial class RingThread
     }
 
     /// <summary>
-    /// In the default scheduling mode, instead of sleeping: gives up the core with sched_yield, once, when the last turn
-    /// reaped completions and the application work it handed to the pool has not run yet. On a core the ring shares
-    /// with that pool thread, the pool thread runs first either way; yielding keeps the ring thread runnable, so it
-    /// resumes when the pool thread is done, without the sleep in io_uring_enter and the wake-up by the kernel that
-    /// each turn cost otherwise: 3–4% less CPU per plaintext and json request at c64 on one core, and neutral where a
-    /// turn reaps few completions (TLS, a fixed rate). Bounded: a turn that reaped nothing sleeps as before, so an idle
-    /// ring, or one whose handed work waits for a starved pool, never spins; and where nothing else wants the core,
-    /// sched_yield returns at once and the ring just looks again.
-    /// <para>
-    /// Not with <see cref="SendPathMode.Ring"/>: there every response waits for the ring thread to send it, and a
-    /// thread that yielded queues behind the pool threads' work (the scheduler puts it last), its responses with it.
-    /// Side by side on TLS HTTP/2 16 × 32, ring-only sends served 0.79–0.84× the requests/s with the yield, at the same
-    /// CPU per request: the server idled, waiting. Direct sends do not wait for the ring and were unaffected.
-    /// </para>
+    /// Instead of sleeping (where <see cref="_mayYieldToDispatchedWork"/>): gives up the core with sched_yield, once,
+    /// when the last turn reaped completions and the application work it handed to the pool has not run yet. On a core
+    /// the ring shares with that pool thread, the pool thread runs first either way; yielding keeps the ring thread
+    /// runnable, so it resumes when the pool thread is done, without the sleep in io_uring_enter and the wake-up by the
+    /// kernel that each turn cost otherwise: 3–4% less CPU per plaintext and json request at c64 on one core, and
+    /// neutral where a turn reaps few completions (TLS, a fixed rate). Bounded: a turn that reaped nothing sleeps as
+    /// before, so an idle ring, or one whose handed work waits for a starved pool, never spins; and where nothing else
+    /// wants the core, sched_yield returns at once and the ring just looks again.
     /// </summary>
     private bool YieldedToDispatchedWork()
     {
-        if (_reapedLastTurn == 0 || !_context.SendsFromFlushingThread || ApplicationDispatch is not { MoreWorkQueued: true } || !_remoteWork.IsEmpty)
+        if (!_mayYieldToDispatchedWork || !_lastTurnReaped || !ApplicationDispatch!.MoreWorkQueued || !_remoteWork.IsEmpty)
         {
             return false;
         }
@@ -141,16 +135,16 @@ internal sealed unsafe partial class RingThread
         return true;
     }
 
-    private int _reapedLastTurn; // completions the last turn reaped (see YieldedToDispatchedWork)
+    private bool _lastTurnReaped; // the last turn reaped at least one completion (see YieldedToDispatchedWork)
 
     private void ReapCompletions()
     {
         int n;
-        _reapedLastTurn = 0;
+        _lastTurnReaped = false;
         do
         {
             n = _ring.ReadCompletions(_completions);
-            _reapedLastTurn += n;
+            _lastTurnReaped |= n > 0;
             for (int i = 0; i < n; i++)
             {
                 try

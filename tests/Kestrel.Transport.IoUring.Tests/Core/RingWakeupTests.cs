@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Diagnostics.Metrics;
 using System.Runtime.CompilerServices;
 using Kestrel.Transport.IoUring.Tests.Hardening;
+using Kestrel.Transport.IoUring.Tests.Infrastructure;
 using Kestrel.Transport.IoUring.Transport;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -96,7 +97,7 @@ public sealed class RingWakeupTests : IAsyncLifetime
 
         // Asleep: a post wakes it from the posting thread (the pool is not involved), and the burst's other posts
         // write the eventfd only where the ring went back to sleep in between (one atomic flag per sleep).
-        await WaitUntilAsync(() => _ring.IsSleeping);
+        await RingAccess.WaitUntilSleepingAsync(_ring);
         done.Reset();
         before = Wakeups;
         for (int i = 0; i < Burst; i++)
@@ -105,15 +106,5 @@ public sealed class RingWakeupTests : IAsyncLifetime
         }
         Assert.True(Wakeups - before >= 1, "posting to a sleeping ring did not wake it");
         Assert.True(done.Wait(TimeSpan.FromSeconds(10)));
-    }
-
-    private static async Task WaitUntilAsync(Func<bool> condition)
-    {
-        var deadline = DateTime.UtcNow.AddSeconds(10);
-        while (!condition())
-        {
-            Assert.True(DateTime.UtcNow < deadline, "the ring never went to sleep");
-            await Task.Delay(5); // the loop's sleep has no event of its own to await
-        }
     }
 }

@@ -23,6 +23,17 @@ public enum RingFault
 /// <summary>Runs test code on a ring's own thread (the only thread that may touch its SQ), and waits for it.</summary>
 internal static class RingAccess
 {
+    /// <summary>Waits until the ring's loop sleeps in io_uring_enter (fails the test after 10 s).</summary>
+    public static async Task WaitUntilSleepingAsync(RingThread ring)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        while (!ring.IsSleeping)
+        {
+            Assert.True(DateTime.UtcNow < deadline, "the ring never went to sleep");
+            await Task.Delay(5); // the loop's sleep has no event of its own to await
+        }
+    }
+
     public static Task<T> RunOnRingAsync<T>(RingThread ring, Func<RingThread, T> action)
     {
         var done = new TaskCompletionSource<T>(TaskCreationOptions.RunContinuationsAsynchronously);

@@ -114,12 +114,7 @@ public sealed class BurstSendTests
 
         // ...and the ring goes back to sleep without a yield. (It is awake from that reap on, so asleep means it has
         // decided.)
-        var deadline = DateTime.UtcNow.AddSeconds(10);
-        while (!ring.IsSleeping)
-        {
-            Assert.True(DateTime.UtcNow < deadline, "the ring never went back to sleep");
-            await Task.Delay(5); // the loop's sleep has no event of its own to await
-        }
+        await RingAccess.WaitUntilSleepingAsync(ring);
         Assert.Equal(0, metrics.Total("iouring.ring.yields"));
 
         ReleaseWorkItems(dispatch, held);
