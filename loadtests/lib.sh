@@ -61,10 +61,15 @@ variant_options() {
 }
 
 # scenario_kind <scenario>: http1 (wrk/bombardier), fixedrate, h2c, tls-h2, tls-h1 (h2load), tls-h1-wrk (wrk), idle,
-# starvation.
+# starvation; the app-shaped scenarios (samples/Benchmarks/AppEndpoints.cs): app-h1 (wrk with paths.lua), upload (wrk
+# with upload.lua), static-h2c (h2load), coldstart (a fresh server measured from its start, no warm-up).
 scenario_kind() {
   case "$1" in
     plaintext-c* | pipelined-c* | json-c* | download-1mib-c*) echo http1 ;;
+    api-* | churn-c* | static-c*) echo app-h1 ;;
+    upload-c*) echo upload ;;
+    static-h2c-*) echo static-h2c ;;
+    coldstart-*) echo coldstart ;;
     fixedrate-*) echo fixedrate ;;
     h2c-*) echo h2c ;;
     tls-h2-*) echo tls-h2 ;;
@@ -223,6 +228,10 @@ measure_cpu_window() {
 machine_busy_ticks() { awk '/^cpu / {print $2 + $3 + $4}' /proc/stat; }
 
 # ------------------------------------------------------------------------------------------------------ load tools
+# bounded <seconds> <command>...: the command, ended if it runs 30 s past its own duration (h2load can wait for ever
+# for streams a server never answers); the window then records whatever the tool printed.
+bounded() { local secs="$1"; shift; timeout -k 5 "$(( secs + 30 ))" "$@"; }
+
 # run_load <scenario> <seconds> <outfile>: runs the load generator on CLIENT_CPU; prints the tool's name. The load
 # generator's own CPU seconds (user + system) go to <outfile>.cpu.
 run_load() {
@@ -239,36 +248,61 @@ run_load() {
       if (( pipeline > 0 )) || [[ "$BASE_TOOL" == wrk ]]; then
         local -a script=() tail=()
         (( pipeline > 0 )) && { script=(-s "$HERE/pipeline.lua"); tail=(-- "$path" "$pipeline"); path=""; }
-        taskset -c "$CLIENT_CPU" wrk -t1 -c"$conns" -d"${secs}s" --latency --timeout 8s "${script[@]}" "$http$path" "${tail[@]}" >"$out" 2>&1 || true
+        bounded "$secs" taskset -c "$CLIENT_CPU" wrk -t1 -c"$conns" -d"${secs}s" --latency --timeout 8s "${script[@]}" "$http$path" "${tail[@]}" >"$out" 2>&1 || true
         tool=wrk
       else
-        taskset -c "$CLIENT_CPU" bombardier -c "$conns" -d "${secs}s" -l -p r -o json -t 8s "$http$path" >"$out" 2>&1 || true
+        bounded "$secs" taskset -c "$CLIENT_CPU" bombardier -c "$conns" -d "${secs}s" -l -p r -o json -t 8s "$http$path" >"$out" 2>&1 || true
         tool=bombardier
       fi ;;
+    app-h1)
+      # "<shape>-c<connections>": paths.lua cycles the paths and renews a connection every N requests (0: never)
+      local renew=0 paths=()
+      conns="${scenario##*-c}"
+      case "$scenario" in
+        api-keepalive-c*) paths=($(api_paths 8)) ;;
+        api-heavy-c*) renew=25; paths=($(api_paths 50)) ;;
+        api-c*) renew=25; paths=($(api_paths 8)) ;;
+        churn-c*) renew=10; paths=(/plaintext) ;;
+        static-c*) paths=($(static_paths)) ;;
+      esac
+      bounded "$secs" taskset -c "$CLIENT_CPU" wrk -t1 -c"$conns" -d"${secs}s" --latency --timeout 8s -s "$HERE/paths.lua" "$http" -- "$renew" "${paths[@]}" >"$out" 2>&1 || true
+      tool=wrk ;;
+    upload)
+      # uploads of 500 KiB to 20 MiB, read to the end by the server
+      bounded "$secs" taskset -c "$CLIENT_CPU" wrk -t1 -c"${scenario#upload-c}" -d"${secs}s" --latency --timeout 8s -s "$HERE/upload.lua" "$http" -- /upload 500 2048 8192 20480 >"$out" 2>&1 || true
+      tool=wrk ;;
+    static-h2c)
+      local shape="${scenario##*-}" urls=() p
+      for p in $(static_paths); do urls+=("http://127.0.0.1:$H2C_PORT$p"); done
+      bounded "$secs" taskset -c "$CLIENT_CPU" h2load -t1 -c"${shape%x*}" -m"${shape#*x}" -D"$secs" "${urls[@]}" >"$out" 2>&1 || true
+      tool=h2load ;;
+    coldstart)
+      # "coldstart-<scenario>": that scenario's load; run.sh starts a fresh server for it and applies no warm-up
+      tool="$(run_load "${scenario#coldstart-}" "$secs" "$out")" ;;
     idle)
-      taskset -c "$CLIENT_CPU" wrk -t1 -c"$IDLE_ACTIVE" -d"${secs}s" --latency --timeout 8s "$http/plaintext" >"$out" 2>&1 || true
+      bounded "$secs" taskset -c "$CLIENT_CPU" wrk -t1 -c"$IDLE_ACTIVE" -d"${secs}s" --latency --timeout 8s "$http/plaintext" >"$out" 2>&1 || true
       tool=wrk ;;
     fixedrate)
       # "fixedrate-<connections>x<requests per second each>": plaintext HTTP/1.1 at a fixed offered rate, below what
       # any server saturates at, so that every server does the same work and its CPU per request is compared at equal
       # load (h2load's --rps paces each connection; wrk cannot pace)
       local shape="${scenario#fixedrate-}"
-      taskset -c "$CLIENT_CPU" h2load --h1 -t1 -c"${shape%x*}" -m1 --rps="${shape#*x}" -D"$secs" "$http/plaintext" >"$out" 2>&1 || true
+      bounded "$secs" taskset -c "$CLIENT_CPU" h2load --h1 -t1 -c"${shape%x*}" -m1 --rps="${shape#*x}" -D"$secs" "$http/plaintext" >"$out" 2>&1 || true
       tool=h2load ;;
     h2c | tls-h2)
       # "<kind>-<connections>x<streams>": HTTP/2, many concurrent streams per connection
       local shape="${scenario##*-}" url="http://127.0.0.1:$H2C_PORT/plaintext"
       [[ "$scenario" == tls-* ]] && url="https://127.0.0.1:$TLS_PORT/plaintext"
-      taskset -c "$CLIENT_CPU" h2load -t1 -c"${shape%x*}" -m"${shape#*x}" -D"$secs" "$url" >"$out" 2>&1 || true
+      bounded "$secs" taskset -c "$CLIENT_CPU" h2load -t1 -c"${shape%x*}" -m"${shape#*x}" -D"$secs" "$url" >"$out" 2>&1 || true
       tool=h2load ;;
     tls-h1)
-      taskset -c "$CLIENT_CPU" h2load --h1 -t1 -c"${scenario#tls-h1-c}" -m1 -D"$secs" "https://127.0.0.1:$TLS_PORT/plaintext" >"$out" 2>&1 || true
+      bounded "$secs" taskset -c "$CLIENT_CPU" h2load --h1 -t1 -c"${scenario#tls-h1-c}" -m1 -D"$secs" "https://127.0.0.1:$TLS_PORT/plaintext" >"$out" 2>&1 || true
       tool=h2load ;;
     tls-h1-wrk)
       # The same TLS HTTP/1.1 load from wrk. Beside io_uring, h2load's TLS client is the limit: it spends its whole
       # core at 49-61k req/s, while Inline's server idles at 0.61-0.92 of its core; wrk, on the same core and TLS 1.3,
       # reaches 59-69k. It also gives latency percentiles (loadtests/tls-clients.sh measures both clients).
-      taskset -c "$CLIENT_CPU" wrk -t1 -c"${scenario#tls-h1-wrk-c}" -d"${secs}s" --latency --timeout 8s "https://127.0.0.1:$TLS_PORT/plaintext" >"$out" 2>&1 || true
+      bounded "$secs" taskset -c "$CLIENT_CPU" wrk -t1 -c"${scenario#tls-h1-wrk-c}" -d"${secs}s" --latency --timeout 8s "https://127.0.0.1:$TLS_PORT/plaintext" >"$out" 2>&1 || true
       tool=wrk ;;
     *) die "run_load: $scenario is not a load scenario" ;;
   esac
@@ -279,12 +313,19 @@ run_load() {
   echo "$tool"
 }
 
+# api_paths <work>: the JSON API's 50 pages (1 to 50 orders: 0.3 to 16 KB), each built with that much hashing work.
+api_paths() { local n; for n in $(seq 50); do echo "/api/orders/$n?work=$1"; done; }
+# static_paths: the static files the Benchmarks server writes at start (1 KiB to 1 MiB).
+static_paths() { echo /static/1k.txt /static/16k.txt /static/128k.txt /static/1m.txt; }
+
 # warmup_group <scenario>: the code path a scenario needs warmed beyond plaintext HTTP/1.1 (pipelined, h2c, tls-h2,
 # tls-h1), or nothing when plaintext load covers it.
 warmup_group() {
   case "$1" in
     pipelined-c*) echo pipelined ;;
-    *) case "$(scenario_kind "$1")" in h2c | tls-h2 | tls-h1) scenario_kind "$1" ;; tls-h1-wrk) echo tls-h1 ;; esac ;;
+    api-*) echo api ;;
+    static-c*) echo static ;;
+    *) case "$(scenario_kind "$1")" in h2c | tls-h2 | tls-h1 | upload | static-h2c) scenario_kind "$1" ;; tls-h1-wrk) echo tls-h1 ;; esac ;;
   esac
 }
 

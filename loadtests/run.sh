@@ -34,6 +34,10 @@
 #            fixedrate-64x400 (plaintext at a fixed 25,600 req/s: CPU per request at equal load)
 #            h2c-16x32 tls-h2-16x32 tls-h1-c64 tls-h1-wrk-c64 (TLS HTTP/1.1 from wrk: h2load's TLS client is the limit
 #            beside io_uring) idle5000 starvation
+#            app-shaped (samples/Benchmarks/AppEndpoints.cs): api-c64 api-c256 (JSON API, pages of 0.3-16 KB, a
+#            connection renewed every 25 requests) api-keepalive-c256 api-heavy-c256 (handlers of hundreds of us)
+#            h2c-256x100 tls-h2-256x100 churn-c64 (10 requests per connection) upload-c16 (500 KiB-20 MiB) static-c64
+#            static-h2c-16x32 (1 KiB-1 MiB files) coldstart-api-c64 (a fresh server per row, measured from its start)
 #
 # Writes loadtests/results/<date>-<time>-<commit>[-quick].md, .svg and -starvation.svg (its own files: a run never
 # overwrites another's), raw outputs in loadtests/results/raw/<timestamp>/ (not committed), and with PUBLISH=1 the
@@ -45,9 +49,12 @@ REPO="$(cd "$HERE/.." && pwd)"
 
 QUICK="${QUICK:-0}"
 GOAL_SCENARIOS="plaintext-c64 pipelined-c256 json-c64 download-1mib-c16 h2c-16x32 tls-h2-16x32 tls-h1-c64"
+# Shaped like ordinary apps (samples/Benchmarks/AppEndpoints.cs): a JSON API through minimal APIs and System.Text.Json
+# with connections renewed every 25 requests, HTTP/2 at 256 x 100 streams, churn, uploads, static files, a cold start.
+APP_SCENARIOS="api-c64 api-c256 api-keepalive-c256 api-heavy-c256 h2c-256x100 tls-h2-256x100 churn-c64 upload-c16 static-c64 static-h2c-16x32 coldstart-api-c64"
 if [[ "$QUICK" == 1 ]]; then
   ROUNDS="${ROUNDS:-1}"; WARMUP="${WARMUP:-3}"; PROTOCOL_WARMUP="${PROTOCOL_WARMUP:-2}"; SCENARIO_WARMUP="${SCENARIO_WARMUP:-1}"; DURATION="${DURATION:-3}"
-  VARIANTS="${VARIANTS-default}"; SCENARIOS="${SCENARIOS:-$GOAL_SCENARIOS starvation}"
+  VARIANTS="${VARIANTS-default}"; SCENARIOS="${SCENARIOS:-$GOAL_SCENARIOS api-c256 tls-h2-256x100 upload-c16 static-c64 starvation}"
   STARVE_ROUNDS="${STARVE_ROUNDS:-1}"; STARVE_SECONDS="${STARVE_SECONDS:-5}"; STARVE_TIMEOUT="${STARVE_TIMEOUT:-20}"
   SYSCALLS="${SYSCALLS:-0}"
 fi
@@ -56,7 +63,7 @@ WARMUP="${WARMUP:-25}"
 SCENARIO_WARMUP="${SCENARIO_WARMUP:-2}"
 DURATION="${DURATION:-10}"
 VARIANTS="${VARIANTS-default inline ringsends}"
-SCENARIOS="${SCENARIOS:-$GOAL_SCENARIOS tls-h1-wrk-c64 fixedrate-64x400 idle5000 starvation}"
+SCENARIOS="${SCENARIOS:-$GOAL_SCENARIOS $APP_SCENARIOS tls-h1-wrk-c64 fixedrate-64x400 idle5000 starvation}"
 ADVANCED="${ADVANCED:-}"
 ADVANCED_SCENARIOS="${ADVANCED_SCENARIOS:-plaintext-c64 pipelined-c256 download-1mib-c16}"
 STARVE_ROUNDS="${STARVE_ROUNDS:-2}"
@@ -67,7 +74,7 @@ TOOL="${TOOL:-auto}"
 IDLE="${IDLE:-5000}"
 IDLE_ACTIVE="${IDLE_ACTIVE:-32}"
 PUBLISH="${PUBLISH:-0}"
-ALL_SCENARIOS="plaintext-c64 plaintext-c256 pipelined-c256 pipelined-c1024 json-c64 json-c256 download-1mib-c16 fixedrate-64x400 h2c-16x32 tls-h2-16x32 tls-h1-c64 tls-h1-wrk-c64 idle5000 starvation"
+ALL_SCENARIOS="plaintext-c64 plaintext-c256 pipelined-c256 pipelined-c1024 json-c64 json-c256 download-1mib-c16 fixedrate-64x400 h2c-16x32 tls-h2-16x32 tls-h1-c64 tls-h1-wrk-c64 $APP_SCENARIOS idle5000 starvation"
 
 # shellcheck source=lib.sh
 source "$HERE/lib.sh"
@@ -81,9 +88,11 @@ for s in $ALL_SCENARIOS; do
   for f in $SCENARIOS; do [[ "$s" == *"$f"* ]] && { SELECTED+="$s "; break; }; done
 done
 [[ -n "$SELECTED" ]] || die "SCENARIOS='$SCENARIOS' matches none of: $ALL_SCENARIOS"
-LOAD_SCENARIOS=""; IDLE_SCENARIOS=""; STARVATION=0
+LOAD_SCENARIOS=""; IDLE_SCENARIOS=""; COLD_SCENARIOS=""; STARVATION=0
 for s in $SELECTED; do
-  case "$(scenario_kind "$s")" in idle) IDLE_SCENARIOS+="$s " ;; starvation) STARVATION=1 ;; *) LOAD_SCENARIOS+="$s " ;; esac
+  case "$(scenario_kind "$s")" in
+    idle) IDLE_SCENARIOS+="$s " ;; coldstart) COLD_SCENARIOS+="$s " ;; starvation) STARVATION=1 ;; *) LOAD_SCENARIOS+="$s " ;;
+  esac
 done
 NPROC="$(nproc)"
 (( NPROC > SERVER_CPU && NPROC > CLIENT_CPU )) || die "need CPUs $SERVER_CPU and $CLIENT_CPU; this machine has $NPROC"
@@ -215,6 +224,17 @@ measure_idle() {
   stop_server
 }
 
+# measure_cold <round> <scenario> <variant> <transport>: a fresh server, measured from the moment it answers, with no
+# warm-up at all: the JIT, the first connections and the pool's growth are all inside the window.
+measure_cold() {
+  local round="$1" scenario="$2" variant="$3" transport="$4" tag="r$1-$3-$2-$4"
+  start_server "$transport" "$variant" "$RAW/$tag.server.log" || return 0
+  local saved="$SCENARIO_WARMUP"; SCENARIO_WARMUP=0
+  measure "$round" "$scenario" "$variant" "$transport" "fresh server, no warm-up"
+  SCENARIO_WARMUP="$saved"
+  stop_server
+}
+
 # starve <round> <transport>: the starvation probe against a fresh server (default options).
 starve() {
   local round="$1" transport="$2" tag="r$1-default-starvation-$2"
@@ -286,6 +306,12 @@ for round in $(seq "$ROUNDS"); do
     for combo in $ORDER; do
       transport="${combo%%:*}"; variant="${combo#*:}"
       [[ "$variant" == default ]] && measure_idle "$round" "$scenario" "$variant" "$transport"
+    done
+  done
+  for scenario in $COLD_SCENARIOS; do
+    for combo in $ORDER; do
+      [[ " $SKIPPED_VARIANTS " == *" ${combo#*:} "* || " $ADVANCED " == *" ${combo#*:} "* ]] && continue
+      measure_cold "$round" "$scenario" "${combo#*:}" "${combo%%:*}"
     done
   done
 done

@@ -17,7 +17,8 @@ public static class AspNetEndpoints
     [ThreadStatic] private static ArrayBufferWriter<byte>? t_jsonBuffer;
     [ThreadStatic] private static Utf8JsonWriter? t_jsonWriter;
 
-    public static Task Handle(HttpContext context)
+    /// <summary>Serves a TechEmpower path, or returns null for the next middleware.</summary>
+    public static Task? TryHandle(HttpContext context)
     {
         string? path = context.Request.Path.Value;
         if (string.Equals(path, "/plaintext", StringComparison.Ordinal))
@@ -40,8 +41,7 @@ public static class AspNetEndpoints
         {
             return Spin(context);
         }
-        context.Response.StatusCode = StatusCodes.Status404NotFound;
-        return Task.CompletedTask;
+        return null;
     }
 
     private static Task Plaintext(HttpResponse response)

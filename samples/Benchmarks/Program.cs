@@ -3,9 +3,10 @@
 //   dotnet Benchmarks.dll --transport iouring|sockets --scheduling threadpool|inline --mode aspnet|platform --urls http://127.0.0.1:5000
 //                         [--h2c-urls http://127.0.0.1:5001] [--tls-urls https://127.0.0.1:5002 --cert cert.pem --key key.pem]
 //
-// aspnet:   the full ASP.NET Core pipeline (one terminal middleware, no routing) serving /plaintext, /json, /download?size=N
+// aspnet:   the full ASP.NET Core pipeline. One middleware before routing serves /plaintext, /json, /download?size=N,
 //           /block?ms=N (blocks its pool thread, for the thread-pool starvation scenario) and /spin?ms=N (keeps it busy on
-//           the CPU, for loadtests/cpu-contention.sh); HTTP/1.1 on --urls,
+//           the CPU, for loadtests/cpu-contention.sh); behind it, app-shaped endpoints (AppEndpoints.cs): a JSON API
+//           through minimal APIs and System.Text.Json, uploads and static files; HTTP/1.1 on --urls,
 //           HTTP/2 with prior knowledge on --h2c-urls, HTTP/1.1 and HTTP/2 (ALPN) over TLS on --tls-urls.
 // platform: a connection middleware on the transport's pipes with Kestrel's HttpParser<T> (no HTTP stack): /plaintext and /json,
 //           pipelining supported; it exposes the transport's own cost.
@@ -79,10 +80,14 @@ else
     builder.WebHost.UseSockets(o => o.UnsafePreferInlineScheduling = settings.Inline);
 }
 
+AppEndpoints.ConfigureServices(builder.Services);
 var app = builder.Build();
 if (settings.Mode == BenchmarkMode.AspNet)
 {
-    app.Run(AspNetEndpoints.Handle);
+    // The TechEmpower paths answer before routing (their cost is the transport's and Kestrel's alone); anything else
+    // goes on to the app-shaped endpoints (AppEndpoints.cs).
+    app.Use(next => context => AspNetEndpoints.TryHandle(context) ?? next(context));
+    AppEndpoints.Map(app);
 }
 
 await app.StartAsync();
