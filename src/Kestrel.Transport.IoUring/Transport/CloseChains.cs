@@ -23,6 +23,9 @@ internal sealed unsafe class CloseChains(Ring ring, FixedFileTable? files, Descr
     /// <summary>Chains waiting for room in the SQ.</summary>
     public int Deferred => _deferred.Count;
 
+    /// <summary>Chains prepared for (or submitted to) the kernel whose CLOSE has not completed.</summary>
+    public int InKernel => Pending - _deferred.Count;
+
     /// <summary>Closes <paramref name="fd"/> (and empties <paramref name="fixedSlot"/> when ≥ 0), with a FIN first when <paramref name="sendFin"/>.</summary>
     public void Close(int fd, int fixedSlot, bool sendFin)
     {
@@ -54,6 +57,21 @@ internal sealed unsafe class CloseChains(Ring ring, FixedFileTable? files, Descr
         {
             Pending--;
             descriptors.OnClosed(); // the descriptor is really gone now
+        }
+    }
+
+    /// <summary>
+    /// The ring failed: the chains still waiting for room never reach the kernel, so their descriptors are closed here
+    /// (a FIN or RST as each socket's linger says, once the ring's fixed table lets go of it) and their places in the
+    /// budget given back. Safe because the kernel never saw them.
+    /// </summary>
+    public void CloseDeferredAfterRingFailure()
+    {
+        while (_deferred.TryDequeue(out Request request))
+        {
+            LinuxSyscalls.Close(request.Fd);
+            Pending--;
+            descriptors.OnClosed();
         }
     }
 

@@ -136,11 +136,20 @@ internal sealed class ConnectionReceiver
         int res = cqe.Result;
         if (res > 0)
         {
-            if (!_inputCompleted && !_connection.IsShuttingDown)
+            try
             {
-                CopyToInput(_ring.Receives.Received(cqe));
+                if (!_inputCompleted && !_connection.IsShuttingDown)
+                {
+                    CopyToInput(_ring.Receives.Received(cqe));
+                }
             }
-            _ring.Receives.Release(cqe);
+            finally
+            {
+                // Even when the copy throws (the pool out of memory; the exception then ends this connection): a
+                // buffer not given back is lost to every connection of the ring, and in incremental mode its fill
+                // mark would lag the kernel's, so the next completion in it would be read from the wrong offset.
+                _ring.Receives.Release(cqe);
+            }
         }
         else if (res == 0)
         {

@@ -15,6 +15,6 @@ internal enum RingState
     /// <summary>Could not go on: its connections were reset, it takes no connections and runs no work.</summary>
     Failed = 3,
 
-    /// <summary>The loop has ended and the ring is closed.</summary>
+    /// <summary>The loop has ended: it runs no more work (work handed to it is abandoned), and the ring is closed.</summary>
     Stopped = 4,
 }

@@ -29,14 +29,21 @@ internal sealed unsafe partial class RingThread
         }
         else
         {
-            target.PostOrAbandon(static s =>
-            {
-                var handOff = (ConnectionHandOff)s!;
-                // Runs on the target ring's thread: Schedule from there queues locally, so this is that ring.
-                handOff.Target.SetUpConnection(handOff.Listener, handOff.Fd);
-            }, new ConnectionHandOff(target, acceptor.Listener, fd, _context.Descriptors));
+            target.TakeHandOff(acceptor.Listener, fd);
         }
     }
+
+    /// <summary>
+    /// An accepted descriptor (already counted in the budget) handed to this ring by the accepting ring's thread. If
+    /// this ring runs no more work by the time it would set it up, the descriptor is refused (RST) and its place given back.
+    /// </summary>
+    internal void TakeHandOff(IoUringConnectionListener listener, int fd)
+        => PostOrAbandon(static s =>
+        {
+            var handOff = (ConnectionHandOff)s!;
+            // Runs on the target ring's thread: Schedule from there queues locally, so this is that ring.
+            handOff.Target.SetUpConnection(handOff.Listener, handOff.Fd);
+        }, new ConnectionHandOff(this, listener, fd, _context.Descriptors));
 
     private void SetUpConnection(IoUringConnectionListener listener, int fd)
     {

@@ -35,15 +35,22 @@ internal sealed unsafe partial class RingThread
     /// <summary>An exception <paramref name="ring"/> cannot survive: its SQ or CQ is unusable.</summary>
     internal static bool IsFatal(Exception e, Ring ring) => e is IoUringException or RingCorruptedException || ring.Failure is not null;
 
-    /// <summary>Hands <paramref name="work"/> to this ring; if the ring has failed, it is abandoned instead (here or by the failing ring).</summary>
+    /// <summary>
+    /// Hands <paramref name="work"/> to this ring; if the ring runs no more work (failed, or its loop has ended), it is
+    /// abandoned instead, here or by the ring. Dekker pairing with the ring: we enqueue, then read the state; the ring
+    /// sets the state (a full fence), then drains the queue. Either it sees our item or we see the state.
+    /// </summary>
     public void PostOrAbandon(Action<object?> action, IAbandonableWork work)
     {
         Post(action, work);
-        if (State == RingState.Failed)
+        if (RunsNoMoreWork)
         {
             AbandonQueuedWork();
         }
     }
+
+    /// <summary>The ring failed, or its loop has ended: work handed to it now never runs.</summary>
+    private bool RunsNoMoreWork => State is RingState.Failed or RingState.Stopped;
 
     private void AbandonQueuedWork()
     {
@@ -108,6 +115,7 @@ internal sealed unsafe partial class RingThread
         }
 
         bool kernelQuiet = DrainKernel();
+        _closes.CloseDeferredAfterRingFailure();
         foreach (var connection in connections)
         {
             connection.FinishRingFailure(kernelQuiet);
@@ -141,7 +149,8 @@ internal sealed unsafe partial class RingThread
             SqePreparation.PrepareCancelEverything(sqe, UserData.Encode(OperationKind.Cancel, 0, 0));
 
             long deadline = Environment.TickCount64 + DrainTimeoutMilliseconds;
-            while (KernelHoldsMemory())
+            // Close chains in the kernel are waited for too: only their completion gives their budget back.
+            while (KernelHoldsMemory() || _closes.InKernel > 0)
             {
                 if (Environment.TickCount64 > deadline)
                 {

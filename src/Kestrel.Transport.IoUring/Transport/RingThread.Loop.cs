@@ -43,13 +43,26 @@ internal sealed unsafe partial class RingThread
         finally
         {
             InheritedPolicyGuard.UnregisterRingThread();
+            TakeNoMoreWork();
             Cleanup();
-            if (State != RingState.Failed)
-            {
-                SetState(RingState.Stopped);
-            }
             _stopped.TrySetResult();
         }
+    }
+
+    /// <summary>
+    /// The loop has run its last turn: the ring is Stopped (unless it failed) and runs no more work. What was posted
+    /// after that turn is abandoned here, and whatever is posted from now on by <see cref="PostOrAbandon"/> itself:
+    /// an accepted descriptor is closed and its budget given back, an acceptor request fails instead of waiting for ever.
+    /// </summary>
+    private void TakeNoMoreWork()
+    {
+        AfterLastTurn?.Invoke();
+        if (State != RingState.Failed)
+        {
+            SetState(RingState.Stopped); // a full fence before the queue is drained: see PostOrAbandon
+        }
+        AbandonQueuedWork();
+        _localWork.Clear();
     }
 
     private int _seenPoolThreads; // the thread pool's size at the end of the last turn (see InheritedPolicyGuard)

@@ -40,10 +40,8 @@ internal sealed unsafe partial class RingThread : PipeScheduler
     private RingReceives _receives = null!;
     private FixedFileTable? _files;
     private ZeroCopySends _zeroCopy = null!;
-    private int _eventFd = -1;
     private ulong* _eventFdValue;
     private RingAcceptors? _accepting;
-    private int _sleeping;
     private CloseChains _closes = null!;
     private volatile bool _stopping;
 
@@ -185,9 +183,6 @@ internal sealed unsafe partial class RingThread : PipeScheduler
 
     public bool IsOwnerThread => Environment.CurrentManagedThreadId == _thread.ManagedThreadId;
 
-    /// <summary>True while the loop waits in io_uring_enter for a completion (or is about to): a post then wakes it.</summary>
-    internal bool IsSleeping => Volatile.Read(ref _sleeping) == 1;
-
     /// <summary><c>await ring.SwitchTo()</c> continues on this ring's thread.</summary>
     public RingThreadAwaitable SwitchTo() => new(this);
 
@@ -201,32 +196,6 @@ internal sealed unsafe partial class RingThread : PipeScheduler
         else
         {
             Post(action, state);
-        }
-    }
-
-    /// <summary>Queues work from another thread and wakes the loop at once if it sleeps.</summary>
-    public void Post(Action<object?> action, object? state)
-    {
-        _remoteWork.Enqueue(new WorkItem(action, state));
-        // Dekker pairing with the loop: it sets _sleeping (full fence) and then checks the queue; we enqueued (a full
-        // fence inside ConcurrentQueue) and now check _sleeping, so either it sees our item or we see it asleep.
-        // The posting thread writes the eventfd itself: a wake-up that waited in the thread pool's queue would be
-        // as late as the pool is busy (seconds under starvation). Coalesced: only the poster that flips _sleeping
-        // 1 -> 0 writes, so a burst of posts to a sleeping ring costs one eventfd write and one wake-up.
-        if (Volatile.Read(ref _sleeping) == 1)
-        {
-            Wake();
-        }
-    }
-
-    /// <summary>Writes the eventfd if the loop (still) sleeps; whoever flips _sleeping 1 -> 0 writes it.</summary>
-    private void Wake()
-    {
-        if (Interlocked.CompareExchange(ref _sleeping, 0, 1) == 1)
-        {
-            ulong one = 1;
-            LinuxSyscalls.Write(_eventFd, &one, sizeof(ulong));
-            Metrics.Wakeups.Add(1);
         }
     }
 
@@ -294,11 +263,7 @@ internal sealed unsafe partial class RingThread : PipeScheduler
             }
         }
 
-        _eventFd = LinuxSyscalls.EventFd();
-        if (_eventFd < 0)
-        {
-            throw new IoUringException("eventfd", _eventFd);
-        }
+        OpenEventFd();
         _eventFdValue = (ulong*)NativeMemory.AllocZeroed(sizeof(ulong));
         _accepting = new RingAcceptors(this, _ring, _context);
         _zeroCopy = new ZeroCopySends(_context, Metrics, Index, sendArena);
@@ -370,11 +335,7 @@ internal sealed unsafe partial class RingThread : PipeScheduler
             NativeMemory.Free(_eventFdValue);
             _eventFdValue = null;
         }
-        if (_eventFd >= 0)
-        {
-            LinuxSyscalls.Close(_eventFd);
-            _eventFd = -1;
-        }
+        ReleaseEventFd(); // closed now, or by the last poster still writing it (see Wake)
         _accepting?.Dispose();
         if (State != RingState.Failed)
         {

@@ -3,12 +3,12 @@ using Microsoft.AspNetCore.Connections;
 namespace Kestrel.Transport.IoUring.Transport;
 
 /// <summary>
-/// Work handed to a ring that holds something which must not be dropped silently if the ring fails before running it
+/// Work handed to a ring that holds something which must not be dropped silently if the ring fails or stops before running it
 /// (a descriptor, a caller waiting): <see cref="Abandon"/> releases it instead.
 /// </summary>
 internal interface IAbandonableWork
 {
-    /// <summary>The ring failed before running this work. Any thread.</summary>
+    /// <summary>The ring failed, or its loop ended, before running this work. Any thread.</summary>
     void Abandon();
 }
 
@@ -36,8 +36,8 @@ internal sealed class AcceptorRequest(RingThread target, IoUringConnectionListen
 
     public TaskCompletionSource<Acceptor?> Armed { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-    public void Abandon() => Armed.TrySetException(new RingFailedException("The io_uring ring failed before it could accept."));
+    public void Abandon() => Armed.TrySetException(new RingFailedException("The io_uring ring failed or stopped before it could accept."));
 }
 
-/// <summary>The ring asked to do something has failed and takes no more work.</summary>
+/// <summary>The ring asked to do something has failed (or stopped) and takes no more work.</summary>
 internal sealed class RingFailedException(string message) : ConnectionAbortedException(message);

@@ -1,11 +1,8 @@
 using System.Diagnostics;
-using System.Diagnostics.Metrics;
 using System.Runtime.CompilerServices;
 using Kestrel.Transport.IoUring.Tests.Hardening;
 using Kestrel.Transport.IoUring.Tests.Infrastructure;
 using Kestrel.Transport.IoUring.Transport;
-using Microsoft.Extensions.DependencyInjection;
-using Microsoft.Extensions.Logging.Abstractions;
 
 namespace Kestrel.Transport.IoUring.Tests.Core;
 
@@ -16,26 +13,21 @@ namespace Kestrel.Transport.IoUring.Tests.Core;
 /// </summary>
 public sealed class RingWakeupTests : IAsyncLifetime
 {
-    private readonly ServiceProvider _services = new ServiceCollection().AddMetrics().BuildServiceProvider();
+    private StandaloneRing _standalone = null!;
     private RingThread _ring = null!;
     private TransportMetricsCollector _metrics = null!;
 
     public async Task InitializeAsync()
     {
-        var options = new IoUringTransportOptions { RingCount = 1, SubmissionQueueSize = 64, CompletionQueueSize = 256, ReceiveBufferCount = 16 };
-        var metrics = new IoUringTransportMetrics(_services.GetRequiredService<IMeterFactory>());
-        var context = new IoUringTransportContext(options, new IoUringTrace(NullLoggerFactory.Instance), metrics,
-            IoUringCapabilities.Current, memoryPoolFactory: null, DescriptorBudget.FromProcessLimits(1));
-        _metrics = new TransportMetricsCollector(_services);
-        _ring = new RingThread(context, 0);
-        await _ring.StartAsync();
+        _standalone = await StandaloneRing.StartAsync();
+        _ring = _standalone.Ring;
+        _metrics = new TransportMetricsCollector(_standalone.Services);
     }
 
     public async Task DisposeAsync()
     {
-        await _ring.StopAsync().WaitAsync(TimeSpan.FromSeconds(30));
         _metrics.Dispose();
-        await _services.DisposeAsync();
+        await _standalone.DisposeAsync();
     }
 
     private long Wakeups => _metrics.Total("iouring.ring.wakeups");

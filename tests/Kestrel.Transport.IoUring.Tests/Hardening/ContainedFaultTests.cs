@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Collections.Concurrent;
 using System.Net.Sockets;
+using System.Security.Cryptography;
 using Kestrel.Transport.IoUring.Tests.Infrastructure;
 using Kestrel.Transport.IoUring.Tests.Protocols;
 using Kestrel.Transport.IoUring.Transport;
@@ -34,25 +35,75 @@ public sealed class ContainedFaultTests
     }
 
     [Fact]
-    public async Task FailingCompletionHandlerEndsOnlyItsConnection()
+    public Task FailingCompletionHandlerEndsOnlyItsConnection() => FailOneCopyAsync();
+
+    /// <summary>
+    /// A receive whose copy into the input pipe throws still gives its provided buffer back. The ring has one buffer:
+    /// lost, every later receive of the ring ends with ENOBUFS and nothing arrives; in incremental mode, a fill mark
+    /// left behind the kernel's would make the next completion in that buffer read the victim's old bytes.
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public Task ACopyThatThrowsGivesItsReceiveBufferBack(bool incremental) => FailOneCopyAsync(o =>
+    {
+        o.ReceiveBufferCount = 1;
+        o.ReceiveBufferSize = incremental ? 4096 : 256;
+        o.IncrementalReceiveBuffers = incremental;
+    }, async bystander =>
+    {
+        // Many times the ring's whole buffer: every byte must arrive, in order, through that one buffer.
+        var random = new Random(11);
+        for (int i = 0; i < 4; i++)
+        {
+            var body = new byte[16 * 1024];
+            random.NextBytes(body);
+            await bystander.SendAsync($"POST /sha HTTP/1.1\r\nHost: x\r\nContent-Length: {body.Length}\r\n\r\n");
+            await bystander.SendAsync(body);
+            var response = await bystander.ReadResponseAsync().WaitAsync(TimeSpan.FromSeconds(15));
+            Assert.Equal(Convert.ToHexString(SHA256.HashData(body)), response.Body);
+        }
+    });
+
+    /// <summary>
+    /// The victim's next bytes arrive in a recv completion whose handler needs a pool block to copy them into the
+    /// input pipe: the pool refuses. Only the victim ends; then <paramref name="afterwards"/> runs with the bystander.
+    /// </summary>
+    private static async Task FailOneCopyAsync(Action<IoUringTransportOptions>? transport = null, Func<RawHttpConnection, Task>? afterwards = null)
     {
         var pool = new RefusingMemoryPool();
-        var seen = new ConcurrentQueue<IoUringConnection>();
-        await using var server = await StartAsync(seen, services => services.AddSingleton<IMemoryPoolFactory<byte>>(pool));
+        await using var server = await StartAsync(new(), services => services.AddSingleton<IMemoryPoolFactory<byte>>(pool), transport);
         await using var victim = await ConnectAndIdentifyAsync(server);
         await using var bystander = await ConnectAndIdentifyAsync(server);
 
-        // The victim's next bytes arrive in a recv completion whose handler needs a pool block: the pool refuses.
         pool.RefuseNextRentOnRingThread();
         await victim.SendAsync("GET /who HTTP/1.1\r\nHost: x\r\n\r\n");
         await AssertOnlyVictimEndedAsync(server, victim, bystander);
         Assert.True(pool.Refused);
+        if (afterwards is not null)
+        {
+            await afterwards(bystander);
+        }
     }
 
-    private static Task<IoUringTestServer> StartAsync(ConcurrentQueue<IoUringConnection> seen, Action<IServiceCollection>? services = null)
+    private static Task<IoUringTestServer> StartAsync(ConcurrentQueue<IoUringConnection> seen, Action<IServiceCollection>? services = null,
+        Action<IoUringTransportOptions>? transport = null)
         => IoUringTestServer.StartAsync(app =>
         {
             app.MapGet("/", () => "hello");
+            app.MapPost("/sha", async (HttpContext c) =>
+            {
+                using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+                var buffer = new byte[4096];
+                int n;
+                while ((n = await c.Request.Body.ReadAsync(buffer)) > 0)
+                {
+                    hash.AppendData(buffer, 0, n);
+                }
+                string hex = Convert.ToHexString(hash.GetHashAndReset());
+                c.Response.ContentLength = hex.Length;
+                await c.Response.WriteAsync(hex);
+            });
             app.MapGet("/who", (HttpContext c) =>
             {
                 var connection = (IoUringConnection)c.Features.Get<IIoUringConnectionFeature>()!;
@@ -60,7 +111,11 @@ public sealed class ContainedFaultTests
                 c.Response.ContentLength = 2;
                 return c.Response.WriteAsync("ok");
             });
-        }, configureTransport: o => o.RingCount = 1, configureServices: services);
+        }, configureTransport: o =>
+        {
+            o.RingCount = 1;
+            transport?.Invoke(o);
+        }, configureServices: services);
 
     private static async Task<RawHttpConnection> ConnectAndIdentifyAsync(IoUringTestServer server)
     {

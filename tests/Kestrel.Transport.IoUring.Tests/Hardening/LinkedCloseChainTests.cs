@@ -1,9 +1,9 @@
 using System.Net;
 using System.Net.Sockets;
-using System.Runtime.InteropServices;
 using Kestrel.Transport.IoUring.Abi;
 using Kestrel.Transport.IoUring.Core;
 using Kestrel.Transport.IoUring.Tests.Infrastructure;
+using Kestrel.Transport.IoUring.Transport;
 
 namespace Kestrel.Transport.IoUring.Tests.Hardening;
 
@@ -13,7 +13,7 @@ namespace Kestrel.Transport.IoUring.Tests.Hardening;
 /// where the SHUTDOWN would run unlinked and race the CLOSE.
 /// </summary>
 [Collection(Protocols.HeavyProtocolCollection.Name)]
-public sealed partial class LinkedCloseChainTests
+public sealed class LinkedCloseChainTests
 {
     [Fact]
     public async Task CloseChainWaitsForRoomInsteadOfBeingSplit()
@@ -29,7 +29,7 @@ public sealed partial class LinkedCloseChainTests
         int fd;
         using (var accepted = await listener.AcceptAsync())
         {
-            fd = Dup((int)accepted.Handle); // the ring closes this copy; the socket lives while a descriptor does
+            fd = RawDescriptors.Dup((int)accepted.Handle); // the ring closes this copy; the socket lives while a descriptor does
         }
 
         var (splitsBefore, splitsAfter, deferred) = await RingAccess.RunOnRingAsync(ring, r =>
@@ -54,6 +54,42 @@ public sealed partial class LinkedCloseChainTests
         Assert.Equal("hello", await http.GetStringAsync("/"));
     }
 
+    /// <summary>
+    /// A chain still waiting for room when its ring fails never reaches the kernel: the failing ring closes the
+    /// descriptor itself (the peer sees its FIN) and gives its place in the budget back.
+    /// </summary>
+    [Fact]
+    public async Task FailingRingClosesTheChainsStillWaitingForRoom()
+    {
+        int socketsBefore = FdCounter.CountSockets();
+        await using (var standalone = await StandaloneRing.StartAsync(o => o.SubmissionQueueSize = 16))
+        {
+            var ring = standalone.Ring;
+            var (peer, fd) = RawDescriptors.AcceptedSocketCopy();
+            using var _ = peer;
+            standalone.Descriptors.OnOpened(); // as the accepting ring counts a connection's descriptor
+
+            int deferred = await RingAccess.RunOnRingAsync(ring, r =>
+            {
+                FillSubmissionQueue(r.Ring, leave: 1);
+                RingAccess.FailNextEnters(r, Errno.EAGAIN); // the submit that would make room takes nothing
+                r.CloseSocket(fd, fixedSlot: -1, sendFin: true); // SHUTDOWN → CLOSE: two SQEs, one slot free
+                // The next turn's submit for room and its enter fail too: the ring fails with the chain still waiting.
+                RingAccess.FailNextEnters(r, Errno.EINVAL, count: 2);
+                return r.PendingCloseChainsDeferred;
+            });
+            Assert.Equal(1, deferred);
+            await ring.StopAsync().WaitAsync(TimeSpan.FromSeconds(30)); // the failed ring's thread has ended
+            Assert.Equal(RingState.Failed, ring.State);
+
+            peer.ReceiveTimeout = 10_000;
+            Assert.Equal(0, peer.Receive(new byte[16]));
+            Assert.Equal(0, standalone.Descriptors.Open);
+        }
+        int sockets = await FdCounter.WaitForSocketsAtMostAsync(socketsBefore, TimeSpan.FromSeconds(10));
+        Assert.True(sockets <= socketsBefore, $"{sockets} sockets open, {socketsBefore} before");
+    }
+
     private static unsafe void FillSubmissionQueue(Ring ring, uint leave)
     {
         while (ring.SubmissionSpaceLeft > leave)
@@ -61,15 +97,5 @@ public sealed partial class LinkedCloseChainTests
             Assert.True(ring.TryGetSqe(out IoUringSqe* sqe));
             SqePreparation.PrepareNop(sqe, UserData.Encode(OperationKind.Nop, 0, 0));
         }
-    }
-
-    [LibraryImport("libc", EntryPoint = "dup", SetLastError = true)]
-    private static partial int DupRaw(int fd);
-
-    private static int Dup(int fd)
-    {
-        int r = DupRaw(fd);
-        Assert.True(r >= 0, $"dup failed: {Marshal.GetLastPInvokeError()}");
-        return r;
     }
 }
