@@ -25,7 +25,7 @@ namespace Kestrel.Transport.IoUring.Transport;
 /// flushing thread's local queue is served by that thread, and by others only through a steal, which a worker tries
 /// only once its own queue and the global queue are empty; a handler that flushes and then blocks its thread (events
 /// followed by a wait on a lock, an event, a sleep) would hold its flushed bytes back for as long as the pool stays
-/// busy. (A blocking <c>Task.Wait</c> moves the thread's local items to the global queue; other waits do not.) The
+/// busy. (A blocking <c>Task.Wait</c> moves the thread's local items to a queue of the pool's; other waits do not.) The
 /// ring thread would not wait for the pool, but every deferred batch would then cost a ring submission and wake-up,
 /// and on a busy core the ring thread (SCHED_BATCH) runs only when the application thread blocks, yields or ends its
 /// slice: the batch would wait for that instead. Under a starved pool a deferred send waits as a Sockets send does;
