@@ -32,9 +32,9 @@ internal enum SenderState
 /// <summary>
 /// The send direction of one connection: a loop that drains the output pipe, one send at a time.
 /// <para>
-/// With direct sends (<see cref="SendPathMode.Direct"/>) the output pipe resumes the loop on the thread that flushed
-/// (<see cref="FlushingThreadScheduler"/>: inline for its first flush of a work item, from its local queue when that
-/// work item ends for the flushes that follow, so flushes in a row leave in one send), and that thread sends with a
+/// With direct sends (<see cref="SendPathMode.Direct"/>) the output pipe resumes the loop on a pool thread
+/// (<see cref="FlushingThreadScheduler"/>: inline in the flush for the first flush of a work item, from the pool's
+/// global queue for the flushes that follow, so flushes in a row leave in one send), and that thread sends with a
 /// non-blocking send(2) on the socket's ordinary descriptor, as the Sockets transport does. In a burst, when more of
 /// the ring's application work is already queued for the pool (<see cref="ApplicationDispatch.MoreWorkQueued"/>), the
 /// flushing thread hands the loop to the ring instead: the ring sends in its next submission, together with that

@@ -4,21 +4,33 @@ namespace Kestrel.Transport.IoUring.Transport;
 
 /// <summary>
 /// The reader scheduler of one connection's output pipe when sends go out directly (<see cref="SendPathMode.Direct"/>):
-/// the send loop resumes on the thread that flushed, never waiting for the ring thread to wake up.
+/// the send loop resumes on a pool thread, never waiting for the ring thread to wake up.
 /// <list type="bullet">
 /// <item>On a pool thread, a connection starts in <see cref="FlushSendMode.AtOnce"/>: its flush sends at once, inline,
 /// so a response is never held back by whatever its thread does next (it may block). Once the connection flushes a
 /// second time within one work item (pipelined requests, HTTP/2 streams, TLS records: Kestrel flushes once per
-/// response), it moves to <see cref="FlushSendMode.AfterWorkItem"/>: its sends wait for the end of the work item on the
-/// thread's own local queue, so every response written in one go leaves in one send(2), as with the Sockets transport
-/// (whose send loop also runs after the flushing code). After <see cref="DeferredSendsBeforeRetry"/> deferred sends it
-/// tries sending at once again, and stays there unless a work item flushes twice again. A flush that answers bytes
-/// received after the connection's last send is never a second one. The local queue is served by its own thread
-/// before the pool's global queue, so a starved pool does not delay it.</item>
+/// response), it moves to <see cref="FlushSendMode.Deferred"/>: its send loop is queued on the pool's global queue,
+/// and the flushes its work item makes before a worker takes it leave in the same send(2), as with the Sockets
+/// transport (whose send loop is a work item on the global queue too: its IOQueue). After
+/// <see cref="DeferredSendsBeforeRetry"/> deferred sends it tries sending at once again, and stays there unless a work
+/// item flushes twice again. A flush that answers bytes received after the connection's last send is never a second
+/// one.</item>
 /// <item>Any other thread (a dedicated thread, a timer) sends inline.</item>
 /// <item>The ring's own thread (Inline scheduling, or an abort cancelling the pending read) queues the loop behind the
 /// ring's current work, never re-entrantly; the loop then sends through the ring.</item>
 /// </list>
+/// <para>
+/// Invariant: a deferred send waits for no particular thread. The global queue is first in, first out and every
+/// worker serves it, so the send waits only for the work items queued before it, as a Sockets send does. Reason: the
+/// flushing thread's local queue is served by that thread, and by others only through a steal, which a worker tries
+/// only once its own queue and the global queue are empty; a handler that flushes and then blocks its thread (events
+/// followed by a wait on a lock, an event, a sleep) would hold its flushed bytes back for as long as the pool stays
+/// busy. (A blocking <c>Task.Wait</c> moves the thread's local items to a queue of the pool's; other waits do not.) The
+/// ring thread would not wait for the pool, but every deferred batch would then cost a ring submission and wake-up,
+/// and on a busy core the ring thread (SCHED_BATCH) runs only when the application thread blocks, yields or ends its
+/// slice: the batch would wait for that instead. Under a starved pool a deferred send waits as a Sockets send does;
+/// a connection that flushes once per work item (one HTTP/1.1 response each) sends inline and never waits.
+/// </para>
 /// One per connection: the pipe has one reader, so at most one send-loop continuation is pending at a time, and this
 /// object is itself the work item that carries it (no allocation per deferred send). Only the thread that flushed
 /// touches the mode fields (the output pipe has one writer at a time).
@@ -66,7 +78,7 @@ internal sealed class FlushingThreadScheduler(RingThread ring, IoUringConnection
         {
             if (_mode == FlushSendMode.AtOnce)
             {
-                _mode = FlushSendMode.AfterWorkItem;
+                _mode = FlushSendMode.Deferred;
                 _deferredSinceSwitch = 0;
             }
             Defer(action, state);
@@ -80,7 +92,7 @@ internal sealed class FlushingThreadScheduler(RingThread ring, IoUringConnection
     /// retry, one work item with two flushes decided for the connection's whole life: a TLS connection's first request
     /// can share its work item with the end of the handshake (the session tickets are a flush of their own), and under
     /// TLS HTTP/1.1 load a growing share of single responses waited for the end of their work item (27% of flushes in
-    /// the second 5 s of a run), one more work item each, held back for as long as a handler that flushed then blocked.
+    /// the second 5 s of a run), one more work item each, queued behind whatever the pool had queued before it.
     /// </summary>
     private bool SendsAtOnce()
     {
@@ -124,11 +136,11 @@ internal sealed class FlushingThreadScheduler(RingThread ring, IoUringConnection
         {
             _action = action;
             _state = state;
-            System.Threading.ThreadPool.UnsafeQueueUserWorkItem(this, preferLocal: true);
+            System.Threading.ThreadPool.UnsafeQueueUserWorkItem(this, preferLocal: false); // see the class comment
         }
         else
         {
-            System.Threading.ThreadPool.UnsafeQueueUserWorkItem(action, state, preferLocal: true); // never expected: stay correct anyway
+            System.Threading.ThreadPool.UnsafeQueueUserWorkItem(action, state, preferLocal: false); // never expected: stay correct anyway
         }
     }
 
@@ -159,11 +171,15 @@ internal sealed class FlushingThreadScheduler(RingThread ring, IoUringConnection
     /// <item>In one of <see cref="ApplicationDispatch"/>'s work items (where Kestrel's read continuations run) the
     /// dispatch opens and closes the number itself.</item>
     /// <item>In any other work item, opening queues an item on the thread's local queue, which closes the number when
-    /// the thread gets there. Another worker may steal that item first and start a new number early: then the flushes
-    /// after it look like a new work item's and send at once. Measured in the tests' process after busy tests: up to
-    /// 260 sends for 320 flushes in 5 bursts, where the dispatch's own numbering gives 6; which is why the dispatch
-    /// does not rely on it.</item>
+    /// the thread gets there: after the current work item, which is what the local queue is for here. Another worker
+    /// may steal that item first and start a new number early: then the flushes after it look like a new work item's
+    /// and send at once. Measured in the tests' process after busy tests: up to 260 sends for 320 flushes in 5
+    /// bursts, where the dispatch's own numbering gives 6; which is why the dispatch does not rely on it.</item>
     /// </list>
+    /// Nothing waits for the boundary item: it only decides whether a later flush on its thread defers or sends at
+    /// once. Run late (its thread blocked, or busy with later local items), flushes on that thread keep deferring,
+    /// and a deferred send waits for no particular thread (see the class comment); run early, a flush sends at once.
+    /// Either way every flushed byte leaves; only how many flushes share a send differs.
     /// </summary>
     private sealed class WorkItemBoundary : IThreadPoolWorkItem
     {
@@ -206,6 +222,6 @@ internal enum FlushSendMode
     /// <summary>At once, inline in the flush: one flush per work item (request, response, next request).</summary>
     AtOnce,
 
-    /// <summary>At the end of the flushing work item, together with the flushes after it: several responses per work item.</summary>
-    AfterWorkItem,
+    /// <summary>From the pool's global queue, with every flush made before a worker takes it: several responses per work item.</summary>
+    Deferred,
 }
