@@ -6,23 +6,31 @@ namespace Kestrel.Transport.IoUring.Transport;
 /// Keeps the transport from taking the process's last file descriptors, whatever RLIMIT_NOFILE is now: an operator
 /// can lower a running server's limit (prlimit), and the runtime, the logger and the application need descriptors of
 /// their own (Kestrel over Sockets has been seen to die with "Out of memory." when a flood used up every descriptor).
-/// The headroom is RLIMIT_NOFILE minus the descriptors really open in the process minus a reserve. The limit is
-/// re-read (one getrlimit) whenever accepting asks; the open count (/proc/self/fd) at most every 250 ms, or at once
-/// after an EMFILE/ENFILE; between counts, the transport's own opens and closes keep the estimate current. A
-/// connection's place comes back only when the kernel reports its descriptor closed. Shared by all rings.
+/// The headroom is RLIMIT_NOFILE minus the descriptors open in the process minus a reserve.
+/// <para>
+/// The transport's own connections are accounted exactly as they open and close; the process's other descriptors
+/// (runtime, application, listeners, rings) are what the last count of /proc/self/fd found besides them. Reading the
+/// headroom never waits: no lock is taken, and the count, which takes milliseconds with tens of thousands of
+/// descriptors open, never runs on an accepting ring thread. It runs on the thread pool, one at a time, and is asked
+/// for at most every 250 ms while the headroom is under a quarter of the limit (where the other descriptors growing
+/// unnoticed could matter), every 5 s otherwise, and at once after an EMFILE/ENFILE (accepting pauses for 100 ms
+/// then, so the count lands before the next try). The limit is re-read (one getrlimit) whenever accepting asks.
+/// A connection's place comes back only when the kernel reports its descriptor closed. Shared by all rings; any thread.
+/// </para>
 /// </summary>
-internal sealed class DescriptorBudget
+internal sealed class DescriptorBudget : IThreadPoolWorkItem
 {
-    private const long CountIntervalMilliseconds = 250;
+    private const long NearLimitCountIntervalMilliseconds = 250;
+    private const long DistantCountIntervalMilliseconds = 5_000;
 
-    private readonly object _gate = new();
     private readonly Func<long>? _limitSource;
     private readonly Func<long>? _openCountSource;
-    private int _open;            // descriptors of the transport's connections, open now
-    private long _limit;          // RLIMIT_NOFILE (soft) as last read
-    private long _processOpen;    // descriptors open in the whole process at the last count
-    private int _openAtCount;     // _open at that count
-    private long _countedAt = long.MinValue / 2;
+    private int _open;             // descriptors of the transport's connections, open now
+    private long _limit;           // RLIMIT_NOFILE (soft) as last read
+    private long _othersOpen;      // descriptors open in the process besides the transport's connections, at the last count
+    private long _countedAt;       // Environment.TickCount64 when the last count ended
+    private int _countPending;     // 1 from asking for a count until it has landed: never two at once
+    private long _counts;          // counts done
 
     /// <param name="fixedSlotsPerRing">The most registered-file slots one ring may register.</param>
     /// <param name="limitSource">Test seam: the soft limit (default: getrlimit).</param>
@@ -32,7 +40,9 @@ internal sealed class DescriptorBudget
         FixedSlotsPerRing = fixedSlotsPerRing;
         _limitSource = limitSource;
         _openCountSource = openCountSource;
-        Refresh(forceCount: true);
+        _limit = ReadLimit();
+        CountNow(); // before any ring accepts: the first estimate is a real count
+        _counts = 1;
     }
 
     /// <summary>The most registered-file slots one ring may register (a fixed table is also capped by RLIMIT_NOFILE).</summary>
@@ -44,6 +54,9 @@ internal sealed class DescriptorBudget
     /// <summary>RLIMIT_NOFILE as last read.</summary>
     public long Limit => Volatile.Read(ref _limit);
 
+    /// <summary>Counts of /proc/self/fd done so far, the one at construction included (tests).</summary>
+    internal long Counts => Interlocked.Read(ref _counts);
+
     /// <summary>Descriptors left for the runtime and the application, whatever the transport does.</summary>
     public static long ReserveFor(long limit) => Math.Max(128, limit / 10);
 
@@ -52,11 +65,8 @@ internal sealed class DescriptorBudget
     {
         get
         {
-            lock (_gate)
-            {
-                long processOpen = _processOpen + (Volatile.Read(ref _open) - _openAtCount);
-                return _limit - ReserveFor(_limit) - processOpen;
-            }
+            long limit = Volatile.Read(ref _limit);
+            return limit - ReserveFor(limit) - Volatile.Read(ref _othersOpen) - Volatile.Read(ref _open);
         }
     }
 
@@ -68,34 +78,68 @@ internal sealed class DescriptorBudget
     public void OnClosed() => Interlocked.Decrement(ref _open);
 
     /// <summary>
-    /// Re-reads the limit, and counts the process's open descriptors if the last count is older than 250 ms or
-    /// <paramref name="forceCount"/> (after EMFILE/ENFILE: something else took descriptors).
+    /// Re-reads the limit, and asks the thread pool for a count of the process's open descriptors if the last one is
+    /// older than its interval or <paramref name="forceCount"/> (after EMFILE/ENFILE: something else took descriptors).
+    /// Never waits for a count.
     /// </summary>
     public void Refresh(bool forceCount = false)
     {
-        long limit = _limitSource?.Invoke() ?? ReadLimit();
-        long now = Environment.TickCount64;
-        lock (_gate)
+        Volatile.Write(ref _limit, ReadLimit());
+        if (forceCount || CountIsDue())
         {
-            _limit = limit;
-            if (forceCount || now - _countedAt >= CountIntervalMilliseconds)
-            {
-                int open = Volatile.Read(ref _open);
-                _processOpen = _openCountSource?.Invoke() ?? CountOpenDescriptors();
-                _openAtCount = open;
-                _countedAt = now;
-            }
+            RequestCount();
         }
+    }
+
+    private bool CountIsDue()
+    {
+        long interval = Remaining < Limit / 4 ? NearLimitCountIntervalMilliseconds : DistantCountIntervalMilliseconds;
+        return Environment.TickCount64 - Volatile.Read(ref _countedAt) >= interval;
+    }
+
+    private void RequestCount()
+    {
+        if (Interlocked.CompareExchange(ref _countPending, 1, 0) == 0)
+        {
+            ThreadPool.UnsafeQueueUserWorkItem(this, preferLocal: false);
+        }
+    }
+
+    /// <summary>The requested count, on a thread-pool thread.</summary>
+    void IThreadPoolWorkItem.Execute()
+    {
+        try
+        {
+            CountNow();
+        }
+        finally
+        {
+            Volatile.Write(ref _countPending, 0);
+            Interlocked.Increment(ref _counts); // after the flag: a count seen done lets the next one be asked for
+        }
+    }
+
+    private void CountNow()
+    {
+        int openBefore = Volatile.Read(ref _open);
+        long processOpen = _openCountSource?.Invoke() ?? CountOpenDescriptors();
+        int openAfter = Volatile.Read(ref _open);
+        // A connection opened or closed during the count may or may not be in it: taking the fewer of the two counts
+        // of connections never underestimates the other descriptors.
+        Volatile.Write(ref _othersOpen, processOpen - Math.Min(openBefore, openAfter));
+        Volatile.Write(ref _countedAt, Environment.TickCount64);
     }
 
     public static DescriptorBudget FromProcessLimits(int ringCount)
     {
-        long limit = ReadLimit();
+        long limit = ReadProcessLimit();
         long fixedPerRing = Math.Max(1, Math.Min(limit, 1 << 20) / Math.Max(ringCount, 1));
         return new DescriptorBudget((int)fixedPerRing);
     }
 
-    private static long ReadLimit()
+    private long ReadLimit() => _limitSource?.Invoke() ?? ReadProcessLimit();
+
+    private static long ReadProcessLimit()
         => LinuxSyscalls.GetRLimit(LinuxSyscalls.RLimitNoFile, out var limit) < 0 ? int.MaxValue : (long)Math.Min(limit.Current, int.MaxValue);
 
     /// <summary>Descriptors open in the process now (the count includes the one that reads the directory); 64 if unreadable.</summary>

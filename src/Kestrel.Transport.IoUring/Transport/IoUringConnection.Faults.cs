@@ -72,6 +72,7 @@ internal sealed partial class IoUringConnection
         }
         _phase = ConnectionPhase.Closed;
         _sender.EndAfterRingFailure(kernelQuiet, _shutdownReason!);
+        RetireSocket();
         if (_descriptorFree)
         {
             LinuxSyscalls.Close(_fd);

@@ -122,6 +122,7 @@ internal sealed partial class IoUringConnection : ConnectionContext,
         features.Set<IConnectionLifetimeFeature>(this);
         features.Set<IConnectionEndPointFeature>(this);
         features.Set<IIoUringConnectionFeature>(this);
+        features.Set<IConnectionSocketFeature>(this);
         return features;
     }
 
@@ -211,6 +212,7 @@ internal sealed partial class IoUringConnection : ConnectionContext,
         bool sendFin = _phase == ConnectionPhase.ShuttingDownWithFin;
         _phase = ConnectionPhase.Closed;
         _receiver.Complete(null);
+        RetireSocket();
         _ring.CloseSocket(_fd, _fixedSlot, sendFin);
         _ring.ReleaseConnection(this);
         _ring.Metrics.OnConnectionClosed();

@@ -110,12 +110,18 @@ internal sealed unsafe class RingAcceptors : IDisposable
         MaybeFinish(acceptor);
     }
 
-    private void Arm(Acceptor acceptor)
+    /// <summary>Arms the acceptor's accept: multishot while the budget has room for a whole backlog, else single.</summary>
+    /// <param name="acceptor">The acceptor to arm.</param>
+    /// <param name="budgetRefreshed">The caller has just refreshed the descriptor budget (once per completion is enough).</param>
+    private void Arm(Acceptor acceptor, bool budgetRefreshed = false)
     {
         IoUringSqe* sqe = _ring.GetSqe();
         // A multishot accept takes everything in the backlog before we see a single completion, so it could run
         // the process out of descriptors. Near the budget, accept one connection per SQE instead.
-        _context.Descriptors.Refresh();
+        if (!budgetRefreshed)
+        {
+            _context.Descriptors.Refresh();
+        }
         acceptor.Multishot = HasRoomForMultishotAccept;
         if (acceptor.Multishot)
         {
@@ -161,7 +167,7 @@ internal sealed unsafe class RingAcceptors : IDisposable
                 }
                 else
                 {
-                    Arm(acceptor);
+                    Arm(acceptor, budgetRefreshed: true);
                 }
             }
             MaybeFinish(acceptor);
@@ -174,10 +180,12 @@ internal sealed unsafe class RingAcceptors : IDisposable
         }
 
         int res = cqe.Result;
+        bool budgetRefreshed = false;
         if (res >= 0)
         {
             var descriptors = _context.Descriptors;
             descriptors.Refresh(); // the limit may have been lowered since the last accept
+            budgetRefreshed = true; // the connection accepted below is accounted at once: still fresh for re-arming
             if (descriptors.Remaining < 0)
             {
                 // Into the reserve the runtime and the application need (the limit was lowered, or a multishot
@@ -208,7 +216,7 @@ internal sealed unsafe class RingAcceptors : IDisposable
 
         if (!acceptor.Armed && !acceptor.Stopped && !acceptor.Paused)
         {
-            Arm(acceptor);
+            Arm(acceptor, budgetRefreshed);
         }
         MaybeFinish(acceptor);
     }
@@ -262,15 +270,8 @@ internal sealed unsafe class RingAcceptors : IDisposable
     }
 
 
-    /// <summary>The budget leaves room for a multishot accept taking a whole backlog at once.</summary>
-    private bool HasRoomForMultishotAccept
-    {
-        get
-        {
-            _context.Descriptors.Refresh();
-            return _context.Descriptors.Remaining > _context.Options.Backlog + 64;
-        }
-    }
+    /// <summary>The budget, as last refreshed, leaves room for a multishot accept taking a whole backlog at once.</summary>
+    private bool HasRoomForMultishotAccept => _context.Descriptors.Remaining > _context.Options.Backlog + 64;
 
     private void Watch(Acceptor acceptor)
     {
@@ -301,6 +302,7 @@ internal sealed unsafe class RingAcceptors : IDisposable
             MaybeFinish(acceptor); // nothing multishot to watch any more
             return;
         }
+        _context.Descriptors.Refresh(); // the operator may have lowered the limit with no connection arriving
         if (HasRoomForMultishotAccept)
         {
             Watch(acceptor);

@@ -81,24 +81,24 @@ public sealed class ThreadPoolStarvationTests
         int holdsStarted = 0;
         await using var server = await IoUringTestServer.StartAsync(app =>
         {
-            app.MapGet("/quick", (HttpContext context) => Answer(context, "quick"));
+            app.MapGet("/quick", (HttpContext context) => RawSocket.AnswerAsync(context, "quick"));
             app.MapGet("/slow", (HttpContext context) =>
             {
                 Thread.Sleep(ApplicationDispatch.SlowRun + TimeSpan.FromMilliseconds(20)); // the workload: a handler that blocks a while
-                return Answer(context, "slow");
+                return RawSocket.AnswerAsync(context, "slow");
             });
             app.MapGet("/hold", (HttpContext context) =>
             {
                 Interlocked.Increment(ref holdsStarted);
                 gate.Wait(TimeSpan.FromSeconds(60)); // holds its pool thread, as a handler in synchronous I/O does
-                return Answer(context, "held");
+                return RawSocket.AnswerAsync(context, "held");
             });
         }, configureTransport: o => o.RingCount = 1);
         var dispatch = server.Factory.Rings[0].ApplicationDispatch!;
         using var metrics = new TransportMetricsCollector(server.Services);
 
         using var probe = RawSocket.Connect(server.Port);
-        Assert.Equal("quick", Get(probe, "/quick")); // the probe's connection has run quickly once
+        Assert.Equal("quick", RawSocket.Get(probe, "/quick")); // the probe's connection has run quickly once
 
         // Connections whose handlers have blocked before (one slow request each, while the pool is healthy), more of
         // them than the pool has threads; then each sends a request that blocks until the end of the test, all before
@@ -132,7 +132,7 @@ public sealed class ThreadPoolStarvationTests
             Assert.True(Volatile.Read(ref holdsStarted) < holds, "the pool ran every blocking request at once: the test proved nothing");
             Assert.True(metrics.Observe("iouring.dispatch.waiting") > 0, "the waiting work does not show in iouring.dispatch.waiting");
 
-            Assert.Equal("quick", Get(probe, "/quick")); // ReceiveTimeout 15 s: the liveness bound
+            Assert.Equal("quick", RawSocket.Get(probe, "/quick")); // ReceiveTimeout 15 s: the liveness bound
             int startedWhenAnswered = Volatile.Read(ref holdsStarted);
 
             Assert.True(startedWhenAnswered < holds,
@@ -146,19 +146,5 @@ public sealed class ThreadPoolStarvationTests
                 holder.Dispose();
             }
         }
-    }
-
-    private static Task Answer(HttpContext context, string text)
-    {
-        context.Response.ContentLength = text.Length;
-        return context.Response.WriteAsync(text);
-    }
-
-    private static string Get(Socket connection, string path)
-    {
-        connection.Send(Encoding.ASCII.GetBytes($"GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n"));
-        var (head, body) = RawSocket.ReadResponse(connection);
-        Assert.StartsWith("HTTP/1.1 200", head);
-        return body;
     }
 }

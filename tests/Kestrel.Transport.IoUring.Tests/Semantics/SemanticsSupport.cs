@@ -3,6 +3,7 @@ using System.Net.Sockets;
 using System.Text;
 using Kestrel.Transport.IoUring.Tests.Infrastructure;
 using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
@@ -118,6 +119,22 @@ public static class RawSocket
         return all.ToArray();
     }
 
+    /// <summary>Sends a GET on <paramref name="s"/> and returns the body of its response, which must be a 200.</summary>
+    public static string Get(Socket s, string path)
+    {
+        s.Send(Encoding.ASCII.GetBytes($"GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n"));
+        var (head, body) = ReadResponse(s);
+        Assert.True(head.StartsWith("HTTP/1.1 200", StringComparison.Ordinal), $"GET {path}: {head.Split("\r\n")[0]}");
+        return body;
+    }
+
+    /// <summary>The server side: a response with a Content-Length, which <see cref="ReadResponse"/> reads.</summary>
+    public static Task AnswerAsync(HttpContext context, string text)
+    {
+        context.Response.ContentLength = text.Length;
+        return context.Response.WriteAsync(text);
+    }
+
     /// <summary>Reads one HTTP/1.1 response with a Content-Length body (headers and body as text).</summary>
     public static (string Head, string Body) ReadResponse(Socket s)
     {
@@ -133,7 +150,9 @@ public static class RawSocket
                 headEnd = text.IndexOf("\r\n\r\n", StringComparison.Ordinal);
                 if (headEnd >= 0)
                 {
-                    var line = text[..headEnd].Split("\r\n").First(l => l.StartsWith("Content-Length:", StringComparison.OrdinalIgnoreCase));
+                    var lines = text[..headEnd].Split("\r\n");
+                    var line = lines.FirstOrDefault(l => l.StartsWith("Content-Length:", StringComparison.OrdinalIgnoreCase))
+                        ?? throw new IOException($"a response without Content-Length: {lines[0]}");
                     contentLength = int.Parse(line["Content-Length:".Length..].Trim());
                 }
             }
