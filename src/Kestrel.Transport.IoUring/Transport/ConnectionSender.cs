@@ -119,7 +119,7 @@ internal sealed partial class ConnectionSender : IValueTaskSource<int>
     public bool KernelHoldsZeroCopyPages => State is SenderState.ZeroCopySending or SenderState.AwaitingZeroCopyNotification;
 
     /// <summary>The user_data of the SEND_ZC from the registered arena in the kernel, 0 when none (ring thread; tests).</summary>
-    internal ulong ArenaSendInFlight => _arenaSendUserData;
+    internal ulong ArenaSendUserData => _arenaSendUserData;
 
     /// <summary>The vectored-send header is allocated (tests: it must outlive any send that uses it).</summary>
     internal unsafe bool MessageAllocated => _message is not null;

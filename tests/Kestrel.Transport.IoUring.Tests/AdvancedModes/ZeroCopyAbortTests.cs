@@ -23,30 +23,7 @@ public sealed class ZeroCopyAbortTests
     public async Task AbortWithAZeroCopySendStuckOnAClientThatDoesNotReadEndsTheConnectionPromptly(bool registeredSendBuffers)
     {
         var handler = new TaskCompletionSource<HttpContext>(TaskCreationOptions.RunContinuationsAsynchronously);
-        var server = await IoUringTestServer.StartAsync(app =>
-        {
-            app.MapGet("/big", async (HttpContext c) =>
-            {
-                handler.TrySetResult(c);
-                var chunk = new byte[64 * 1024];
-                try
-                {
-                    while (!c.RequestAborted.IsCancellationRequested)
-                    {
-                        await c.Response.Body.WriteAsync(chunk, c.RequestAborted);
-                    }
-                }
-                catch (OperationCanceledException)
-                {
-                }
-            });
-        }, configureTransport: o =>
-        {
-            o.RingCount = 1;
-            // Every send zero-copy: the send that gets stuck is one, whatever is left of a chunk after partial sends.
-            o.ZeroCopySendThreshold = 1;
-            o.RegisteredSendBufferSize = registeredSendBuffers ? 8 * 1024 * 1024 : 0; // more than net.ipv4.tcp_wmem's 4 MiB
-        });
+        var server = await StartServerAsync(handler, registeredSendBuffers);
         bool passed = false;
         try
         {
@@ -60,19 +37,8 @@ public sealed class ZeroCopyAbortTests
             var context = await handler.Task.WaitAsync(TimeSpan.FromSeconds(15));
             var connection = (IoUringConnection)context.Features.Get<IIoUringConnectionFeature>()!;
 
-            // The client reads nothing: the response fills its window and the socket's send queue, and a zero-copy
-            // send stays in the kernel: an arena send waiting for room (the arena is larger than the largest send
-            // queue), or pipe memory waiting for room or for its notification. Two looks 100 ms apart see the same
-            // send (not one still making progress): the kernel has stopped taking bytes.
-            (ulong Arena, bool Pages) stuck = default;
-            await PollOnRingAsync(ring, () =>
-            {
-                var now = (connection.Sender.ArenaSendInFlight, connection.Sender.KernelHoldsZeroCopyPages);
-                bool same = now == stuck && (now.ArenaSendInFlight != 0 || now.KernelHoldsZeroCopyPages);
-                stuck = now;
-                return same;
-            }, () => $"a zero-copy send held by the kernel (zero-copy sends {ring.ZeroCopySends}, copied {ring.ZeroCopyCopies}, on: {ring.ZeroCopyEnabled}, state {connection.Sender.State})", pollMilliseconds: 100);
-            Assert.Equal(registeredSendBuffers, stuck.Arena != 0);
+            bool arenaSendStuck = await WaitUntilAZeroCopySendIsStuckAsync(ring, connection);
+            Assert.Equal(registeredSendBuffers, arenaSendStuck);
 
             context.Abort();
 
@@ -100,6 +66,52 @@ public sealed class ZeroCopyAbortTests
         {
             await StuckServerStop.DisposeAsync(server, passed);
         }
+    }
+
+    /// <summary>A server whose /big writes 64 KiB chunks until aborted; <paramref name="handler"/> gets its request.</summary>
+    private static Task<IoUringTestServer> StartServerAsync(TaskCompletionSource<HttpContext> handler, bool registeredSendBuffers)
+        => IoUringTestServer.StartAsync(app =>
+        {
+            app.MapGet("/big", async (HttpContext c) =>
+            {
+                handler.TrySetResult(c);
+                var chunk = new byte[64 * 1024];
+                try
+                {
+                    while (!c.RequestAborted.IsCancellationRequested)
+                    {
+                        await c.Response.Body.WriteAsync(chunk, c.RequestAborted);
+                    }
+                }
+                catch (OperationCanceledException)
+                {
+                }
+            });
+        }, configureTransport: o =>
+        {
+            o.RingCount = 1;
+            // Every send zero-copy: the send that gets stuck is one, whatever is left of a chunk after partial sends.
+            o.ZeroCopySendThreshold = 1;
+            o.RegisteredSendBufferSize = registeredSendBuffers ? 8 * 1024 * 1024 : 0; // more than net.ipv4.tcp_wmem's 4 MiB
+        });
+
+    /// <summary>
+    /// The client reads nothing: the response fills its window and the socket's send queue, and a zero-copy send
+    /// stays in the kernel: an arena send waiting for room (the arena is larger than the largest send queue), or pipe
+    /// memory waiting for room or for its notification. Two looks 100 ms apart see the same send (not one still
+    /// making progress): the kernel has stopped taking bytes. Returns whether it is an arena send.
+    /// </summary>
+    private static async Task<bool> WaitUntilAZeroCopySendIsStuckAsync(RingThread ring, IoUringConnection connection)
+    {
+        (ulong ArenaSend, bool Pages) stuck = default;
+        await PollOnRingAsync(ring, () =>
+        {
+            var now = (connection.Sender.ArenaSendUserData, connection.Sender.KernelHoldsZeroCopyPages);
+            bool same = now == stuck && (now.ArenaSendUserData != 0 || now.KernelHoldsZeroCopyPages);
+            stuck = now;
+            return same;
+        }, () => $"a zero-copy send held by the kernel (zero-copy sends {ring.ZeroCopySends}, copied {ring.ZeroCopyCopies}, on: {ring.ZeroCopyEnabled}, state {connection.Sender.State})", pollMilliseconds: 100);
+        return stuck.ArenaSend != 0;
     }
 
     /// <summary>Waits (polling, bounded) for ring-thread state that no event announces.</summary>

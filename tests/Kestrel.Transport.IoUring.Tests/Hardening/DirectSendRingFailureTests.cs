@@ -59,18 +59,7 @@ public sealed class DirectSendRingFailureTests
             release.Set();
 
             // The send goes through with the memory intact, then the sender closes the descriptor (linger 0: RST).
-            var received = new MemoryStream();
-            var e = Assert.Throws<SocketException>(() =>
-            {
-                var buffer = new byte[64 * 1024];
-                int n;
-                while ((n = socket.Receive(buffer)) > 0)
-                {
-                    received.Write(buffer, 0, n);
-                }
-            });
-            Assert.Equal(SocketError.ConnectionReset, e.SocketErrorCode);
-            Assert.Equal(payload, received.ToArray());
+            Assert.Equal(payload, ReadUntilReset(socket));
             Assert.Equal(SenderState.Done, sender.State);
             Assert.False(sender.MessageAllocated);
             Assert.Equal(0, sender.PinnedSegments);
@@ -83,6 +72,23 @@ public sealed class DirectSendRingFailureTests
             release.Set();
             await StuckServerStop.DisposeAsync(server, passed);
         }
+    }
+
+    /// <summary>Reads until the peer's RST (anything else fails) and returns what came before it.</summary>
+    private static byte[] ReadUntilReset(Socket socket)
+    {
+        var received = new MemoryStream();
+        var e = Assert.Throws<SocketException>(() =>
+        {
+            var buffer = new byte[64 * 1024];
+            int n;
+            while ((n = socket.Receive(buffer)) > 0)
+            {
+                received.Write(buffer, 0, n);
+            }
+        });
+        Assert.Equal(SocketError.ConnectionReset, e.SocketErrorCode);
+        return received.ToArray();
     }
 
     private static string? Readlink(string path)
