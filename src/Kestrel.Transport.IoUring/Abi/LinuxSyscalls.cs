@@ -120,6 +120,12 @@ internal static unsafe partial class LinuxSyscalls
     /// <summary>sendmsg(2): the bytes the kernel took, or -errno.</summary>
     public static int SendMsg(int fd, MsgHdr* message, int flags) => Result(SendMsgRaw(fd, message, flags));
 
+    [LibraryImport(Libc, EntryPoint = "connect", SetLastError = true)]
+    private static partial int ConnectRaw(int fd, byte* address, uint length);
+
+    /// <summary>connect(2): 0 or -errno.</summary>
+    public static int Connect(int fd, byte* address, uint length) => Result(ConnectRaw(fd, address, length));
+
     /// <summary>shutdown(2)'s how, for IORING_OP_SHUTDOWN.</summary>
     public const int ShutRd = 0, ShutWr = 1, ShutRdWr = 2;
 

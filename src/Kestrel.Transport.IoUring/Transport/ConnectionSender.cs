@@ -25,6 +25,12 @@ internal enum SenderState
     /// <summary>A zero-copy send's result arrived; the pipe memory stays the kernel's until the notification.</summary>
     AwaitingZeroCopyNotification,
 
+    /// <summary>
+    /// The ring failed while a direct send was in its syscall. That sender is the last user of the send memory and the
+    /// descriptor: when the syscall returns, it releases the memory, completes the output and closes the descriptor.
+    /// </summary>
+    DirectSendOutlivedRing,
+
     /// <summary>The send loop has ended: no send starts again and none is in flight, so the descriptor may close.</summary>
     Done,
 }
@@ -78,8 +84,10 @@ internal sealed partial class ConnectionSender : IValueTaskSource<int>
     // ---- ring thread: ring sends are prepared and completed there ----
     private ManualResetValueTaskSourceCore<int> _ringSend;
     private int _ringSendResult;
+    private ulong _arenaSendUserData; // the arena SEND_ZC in flight (its chunk in the generation bits), 0 when none
 
-    // ---- written by the loop's thread, read by the ring thread (close, cancel) ----
+    // ---- written by the loop's thread, read by the ring thread (close, cancel); DirectSending is entered and left
+    // with a compare-and-swap, which the failing ring also uses to hand the end to a direct send still running ----
     private volatile SenderState _state;
 
     // ---- written by the ring thread (Stop), read by a flushing thread before each direct send ----
@@ -102,7 +110,22 @@ internal sealed partial class ConnectionSender : IValueTaskSource<int>
     public SenderState State => _state;
 
     /// <summary>True once the loop has ended and nothing it sent is still in the kernel's hands (ring thread).</summary>
-    public bool IsDone => _state == SenderState.Done;
+    public bool IsDone => State == SenderState.Done;
+
+    /// <summary>
+    /// True while a zero-copy send of pipe memory is in the kernel or its pages still are: the notification that
+    /// frees them needs the peer's acknowledgement, or the socket's send queue dropped (ring thread).
+    /// </summary>
+    public bool KernelHoldsZeroCopyPages => State is SenderState.ZeroCopySending or SenderState.AwaitingZeroCopyNotification;
+
+    /// <summary>The user_data of the SEND_ZC from the registered arena in the kernel, 0 when none (ring thread; tests).</summary>
+    internal ulong ArenaSendUserData => _arenaSendUserData;
+
+    /// <summary>The vectored-send header is allocated (tests: it must outlive any send that uses it).</summary>
+    internal unsafe bool MessageAllocated => _message is not null;
+
+    /// <summary>Pool segments pinned for the send in progress (tests).</summary>
+    internal int PinnedSegments => _segmentPinCount;
 
     private int IoFd => _fixedSlot >= 0 ? _fixedSlot : _fd;
 
@@ -117,6 +140,7 @@ internal sealed partial class ConnectionSender : IValueTaskSource<int>
     {
         Exception? shutdownReason = null;
         Exception? unexpectedError = null;
+        Exception? loopFault = null;
         try
         {
             while (true)
@@ -155,6 +179,10 @@ internal sealed partial class ConnectionSender : IValueTaskSource<int>
                 {
                     // A flushing thread: the kernel takes what fits in the socket buffer right now.
                     sent = TrySendDirectly(buffer);
+                    if (sent == EndedByRingFailure)
+                    {
+                        return; // the ring failed meanwhile and this thread has ended the send direction
+                    }
                     if (sent == buffer.Length)
                     {
                         _output.AdvanceTo(buffer.End);
@@ -177,7 +205,8 @@ internal sealed partial class ConnectionSender : IValueTaskSource<int>
 
                 if (sent < 0)
                 {
-                    (shutdownReason, unexpectedError) = _connection.ClassifySendError(-sent);
+                    // After a stop, a failed send is the stop's doing (a cancel, or the reset of an abort): not the peer's.
+                    (shutdownReason, unexpectedError) = _connection.ClassifySendError(_stopRequested ? Errno.ECANCELED : -sent);
                     break;
                 }
                 _output.AdvanceTo(buffer.GetPosition(sent));
@@ -193,82 +222,49 @@ internal sealed partial class ConnectionSender : IValueTaskSource<int>
         }
         catch (Exception e)
         {
-            shutdownReason = unexpectedError = e;
-            _connection.OnSendLoopError(e);
+            shutdownReason = unexpectedError = loopFault = e; // logged in the tail, where a throwing logger cannot strand the loop
         }
 
         // Ending touches ring-thread state (shutdown, close); it is also where Done is set, so the descriptor
         // cannot close before this point.
         await _ring.SwitchTo();
+        End(shutdownReason, unexpectedError, loopFault);
+    }
+
+    /// <summary>
+    /// Ring thread: the loop's tail. Done comes first, and a throw in the rest (a logger, a listener) still ends the
+    /// connection, contained, instead of vanishing into the loop's task, which nobody awaits.
+    /// </summary>
+    private void End(Exception? shutdownReason, Exception? unexpectedError, Exception? loopFault)
+    {
         _state = SenderState.Done;
-        FreeMessage();
-        _output.Complete(unexpectedError);
-        _connection.OnSendsEnded(shutdownReason);
+        try
+        {
+            if (loopFault is not null)
+            {
+                _connection.OnSendLoopError(loopFault);
+            }
+            FreeMessage();
+            _output.Complete(unexpectedError);
+            _connection.OnSendsEnded(shutdownReason);
+        }
+        catch (Exception e) when (!RingThread.IsFatal(e, _ring.Ring))
+        {
+            _connection.FailContained(e);
+            _connection.MaybeClose();
+        }
     }
 
     /// <summary>Ring thread: no new send starts; a ring send in flight is cancelled and the loop ends at its next read.</summary>
     public void Stop()
     {
-        if (_state == SenderState.Done)
+        if (IsDone)
         {
             return;
         }
         _stopRequested = true;
         CancelRingSend();
         _output.CancelPendingRead();
-    }
-
-    // ================================================================================================================
-    // Direct sends (a flushing thread)
-    // ================================================================================================================
-
-    /// <summary>
-    /// Sends a prefix of <paramref name="buffer"/> with a non-blocking send(2)/sendmsg(2). Returns the bytes the kernel
-    /// took (0 when the socket buffer is full, or when this send must take the ring), or -errno.
-    /// </summary>
-    private unsafe int TrySendDirectly(in ReadOnlySequence<byte> buffer)
-    {
-        if (IsZeroCopySize(buffer.Length))
-        {
-            return 0;
-        }
-
-        // State first, then the stop flag, with a full fence between (the ring sets the flag, then reads the state):
-        // a ring that fails sees this send in progress, or this send sees the stop.
-        _state = SenderState.DirectSending;
-        Interlocked.MemoryBarrier();
-        if (_stopRequested)
-        {
-            _state = SenderState.Idle;
-            return 0;
-        }
-        // Counted before the call, as a ring send is counted when it is prepared: once send(2) returns, the peer may
-        // already have the bytes, and whoever watches the counter must not see them before the send.
-        _context.Metrics.DirectSends.Add(1);
-        int result;
-        if (buffer.IsSingleSegment)
-        {
-            ReadOnlySpan<byte> span = buffer.FirstSpan;
-            fixed (byte* p = span)
-            {
-                result = LinuxSyscalls.Send(_fd, p, (nuint)span.Length, DirectSendFlags);
-            }
-        }
-        else
-        {
-            PrepareMessage(buffer);
-            result = LinuxSyscalls.SendMsg(_fd, _message, DirectSendFlags);
-            ReleasePins();
-        }
-        _state = SenderState.Idle;
-
-        if (result > 0)
-        {
-            _context.Metrics.BytesSent.Add(result);
-            return result;
-        }
-        // EAGAIN: the socket buffer is full, the ring waits for room. EINTR: a signal, the ring retries.
-        return result is -Errno.EAGAIN or -Errno.EINTR ? 0 : result;
     }
 
     private bool IsZeroCopySize(long length)
@@ -295,8 +291,9 @@ internal sealed partial class ConnectionSender : IValueTaskSource<int>
             int length = (int)Math.Min(buffer.Length, arena.ChunkSize);
             buffer.Slice(0, length).CopyTo(new Span<byte>(chunkMemory, length));
             IoUringSqe* arenaSqe = _ring.Ring.GetSqe();
+            _arenaSendUserData = UserData.Encode(OperationKind.ArenaSend, (uint)chunk, _connection.Slot);
             SqePreparation.PrepareSendZeroCopy(arenaSqe, IoFd, IoFixed, chunkMemory, (uint)length,
-                UserData.Encode(OperationKind.ArenaSend, (uint)chunk, _connection.Slot), reportUsage: true, RegisteredBufferArena.BufferIndex);
+                _arenaSendUserData, reportUsage: true, RegisteredBufferArena.BufferIndex);
             _state = SenderState.RingSending;
             return new ValueTask<int>(this, _ringSend.Version);
         }
@@ -357,12 +354,21 @@ internal sealed partial class ConnectionSender : IValueTaskSource<int>
     private void CompleteRingSend()
     {
         ReleasePins();
+        _arenaSendUserData = 0;
         _state = SenderState.Idle;
-        if (_ringSendResult > 0)
+        try
         {
-            _context.Metrics.BytesSent.Add(_ringSendResult);
+            if (_ringSendResult > 0)
+            {
+                _context.Metrics.BytesSent.Add(_ringSendResult);
+            }
         }
-        _ringSend.SetResult(_ringSendResult); // resumes the loop inline, here on the ring thread
+        finally
+        {
+            // Even when a listener throws (the connection then fails, contained), the loop resumes to see its stop:
+            // a loop left waiting here would keep the connection half-closed for ever.
+            _ringSend.SetResult(_ringSendResult); // resumes the loop inline, here on the ring thread
+        }
     }
 
     private unsafe void CancelRingSend()
@@ -372,7 +378,8 @@ internal sealed partial class ConnectionSender : IValueTaskSource<int>
             return;
         }
         IoUringSqe* sqe = _ring.Ring.GetSqe();
-        SqePreparation.PrepareCancel(sqe, _sendUserData, _cancelUserData);
+        // An arena send carries its own user_data (the chunk travels in it): a cancel of the connection's would miss it.
+        SqePreparation.PrepareCancel(sqe, _arenaSendUserData != 0 ? _arenaSendUserData : _sendUserData, _cancelUserData);
         sqe->Flags |= SqeFlags.CqeSkipSuccess;
     }
 

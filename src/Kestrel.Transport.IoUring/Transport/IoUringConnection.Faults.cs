@@ -23,8 +23,6 @@ internal sealed partial class IoUringConnection
     // Ring failure (ring thread): reset, drain, close
     // ================================================================================================================
 
-    private bool _descriptorFree; // no direct send uses the descriptor any more (set when the ring fails)
-
     /// <summary>True while the kernel may still use memory of this connection: its recv (provided buffers), its send (pinned pipe memory, the msghdr) or a zero-copy notification.</summary>
     public bool KernelHoldsRequests => _receiver.KernelHoldsRecv || _sender.KernelHoldsSend;
 
@@ -40,7 +38,7 @@ internal sealed partial class IoUringConnection
         }
         _shutdownReason ??= reason;
         _phase = ConnectionPhase.ShuttingDownWithRst;
-        _descriptorFree = _sender.StopForRingFailure();
+        _sender.StopForRingFailure();
         _log.ConnectionWriteRst(ConnectionId, reason.Message);
         SocketOptions.SetLingerZero(_fd);
         _receiver.CompleteAfterRingFailure(reason);
@@ -62,7 +60,8 @@ internal sealed partial class IoUringConnection
     /// <summary>
     /// The failed ring has drained: close the descriptor (linger 0: RST). When the kernel let go of every request
     /// (<paramref name="kernelQuiet"/>), the send memory goes back to the pool; otherwise it stays pinned and
-    /// referenced for good, since the kernel may still read it.
+    /// referenced for good, since the kernel may still read it. A direct send still in its syscall on another thread
+    /// keeps the send memory and the descriptor until it returns, and then ends them itself.
     /// </summary>
     public void FinishRingFailure(bool kernelQuiet)
     {
@@ -71,16 +70,24 @@ internal sealed partial class IoUringConnection
             return;
         }
         _phase = ConnectionPhase.Closed;
-        _sender.EndAfterRingFailure(kernelQuiet, _shutdownReason!);
-        RetireSocket();
-        if (_descriptorFree)
-        {
-            LinuxSyscalls.Close(_fd);
-            _context.Descriptors.OnClosed();
-        }
-        // else a direct send on another thread still uses the descriptor: it stays open rather than be reused under it
+        bool sendsEnded = _sender.EndAfterRingFailure(kernelQuiet, _shutdownReason!);
         _ring.ReleaseConnection(this);
         _ring.Metrics.OnConnectionClosed();
+        if (sendsEnded)
+        {
+            CloseDescriptorAfterRingFailure();
+        }
+    }
+
+    /// <summary>
+    /// The ring failed and the last user of the descriptor is done with it: the ring thread, or the flushing thread
+    /// whose direct send outlived the ring's failure handling. Runs once.
+    /// </summary>
+    public void CloseDescriptorAfterRingFailure()
+    {
+        RetireSocket();
+        LinuxSyscalls.Close(_fd);
+        _context.Descriptors.OnClosed();
         _socketClosed.TrySetResult();
     }
 }

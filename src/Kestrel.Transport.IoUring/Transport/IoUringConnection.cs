@@ -52,6 +52,7 @@ internal sealed partial class IoUringConnection : ConnectionContext,
 
     // ---- ring-thread state ----
     private ConnectionPhase _phase;
+    private bool _zeroCopyPagesReleased; // reset in place so the kernel lets go of zero-copy pages (see ReleaseZeroCopyPagesOnAbort)
     private Exception? _shutdownReason; // set with the phase leaving Open: why the connection ends
 
     public IoUringConnection(RingThread ring, IoUringConnectionListener listener, int slot, uint generation,
@@ -79,6 +80,12 @@ internal sealed partial class IoUringConnection : ConnectionContext,
     }
 
     public int Slot { get; }
+
+    /// <summary>The send direction (tests look at its state).</summary>
+    internal ConnectionSender Sender => _sender;
+
+    /// <summary>The socket's ordinary descriptor (tests watch it close).</summary>
+    internal int Descriptor => _fd;
 
     // ================================================================================================================
     // ConnectionContext and features (any thread)
@@ -168,6 +175,26 @@ internal sealed partial class IoUringConnection : ConnectionContext,
         }
         Shutdown(reason);
         _sender.Stop();
+        ReleaseZeroCopyPagesOnAbort();
+    }
+
+    /// <summary>
+    /// A zero-copy send's pages stay the kernel's until the peer acknowledges them (its notification), and the close
+    /// waits for that notification; a peer that stopped reading never acknowledges, so an abort would wait for ever.
+    /// An abortive end (RST), or the ring stopping, therefore resets the connection in place first: connect(2) with
+    /// AF_UNSPEC sends the RST and drops the socket's send queue, so the kernel lets go of the pages and the
+    /// notification comes; the memory goes back and the descriptor closes only after it, as always. A graceful end
+    /// (FIN) waits for the peer instead: those bytes are still to be delivered.
+    /// </summary>
+    private void ReleaseZeroCopyPagesOnAbort()
+    {
+        if (_zeroCopyPagesReleased || !_sender.KernelHoldsZeroCopyPages
+            || (_phase != ConnectionPhase.ShuttingDownWithRst && !_ring.IsStopping))
+        {
+            return;
+        }
+        _zeroCopyPagesReleased = true;
+        SocketOptions.Disconnect(_fd);
     }
 
     // ================================================================================================================

@@ -12,6 +12,9 @@ internal sealed unsafe partial class RingThread
     /// <summary>Closes a connection's socket once the kernel holds none of its requests (see <see cref="CloseChains"/>).</summary>
     public void CloseSocket(int fd, int fixedSlot, bool sendFin) => _closes.Close(fd, fixedSlot, sendFin);
 
+    /// <summary>The ring is stopping: its connections are being ended (ring thread).</summary>
+    public bool IsStopping => _stopping;
+
     /// <summary>Close chains waiting for room in the SQ (ring thread).</summary>
     internal int PendingCloseChainsDeferred => _closes.Deferred;
 

@@ -20,4 +20,15 @@ internal static unsafe class SocketOptions
         int* linger = stackalloc int[2] { 1, 0 };
         return LinuxSyscalls.SetSockOpt(fd, SolSocket, SoLinger, linger, 2 * sizeof(int));
     }
+
+    /// <summary>
+    /// connect(2) to AF_UNSPEC: TCP disconnects the socket in place (RST to the peer, send and receive queues
+    /// dropped, requests on it woken with the error); the descriptor stays open.
+    /// </summary>
+    public static int Disconnect(int fd)
+    {
+        ushort* unspecified = stackalloc ushort[8]; // a zeroed 16-byte sockaddr: sa_family AF_UNSPEC (0)
+        new Span<ushort>(unspecified, 8).Clear();
+        return LinuxSyscalls.Connect(fd, (byte*)unspecified, 16);
+    }
 }
