@@ -167,7 +167,7 @@ internal sealed unsafe partial class RingAcceptors : IDisposable
         {
             if (UserData.KindOf(cqe.UserData) == OperationKind.Accept && cqe.Result >= 0)
             {
-                LinuxSyscalls.Close(cqe.Result);
+                AcceptedDescriptor.Refuse(cqe.Result); // its acceptor has finished: nobody will serve it
             }
             return;
         }
@@ -223,8 +223,7 @@ internal sealed unsafe partial class RingAcceptors : IDisposable
             {
                 // Into the reserve the runtime and the application need (the limit was lowered, or a multishot
                 // accept took a whole backlog at once): give this one back at once, as a full listener would.
-                SocketOptions.SetLingerZero(res);
-                LinuxSyscalls.Close(res);
+                AcceptedDescriptor.Refuse(res);
                 Pause(acceptor, ExhaustedReason());
                 return;
             }
