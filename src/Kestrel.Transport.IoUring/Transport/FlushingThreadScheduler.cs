@@ -32,10 +32,10 @@ namespace Kestrel.Transport.IoUring.Transport;
 /// a connection that flushes once per work item (one HTTP/1.1 response each) sends inline and never waits.
 /// </para>
 /// One per connection: the pipe has one reader, so at most one send-loop continuation is pending at a time, and this
-/// object is itself the work item that carries it (no allocation per deferred send). Only the thread that flushed
-/// touches the mode fields (the output pipe has one writer at a time).
+/// object is itself the work item that carries it (no allocation per deferred send). The mode is a
+/// <see cref="SendModeState"/> (FlushingThreadScheduler.SendMode.cs), touched only by the thread that flushed.
 /// </summary>
-internal sealed class FlushingThreadScheduler(RingThread ring, IoUringConnection connection) : PipeScheduler, IThreadPoolWorkItem
+internal sealed partial class FlushingThreadScheduler(RingThread ring, IoUringConnection connection) : PipeScheduler, IThreadPoolWorkItem
 {
     /// <summary>
     /// How many deferred sends in a row a connection makes before it tries sending at once again. A connection that
@@ -46,19 +46,15 @@ internal sealed class FlushingThreadScheduler(RingThread ring, IoUringConnection
     [ThreadStatic]
     private static WorkItemBoundary? t_boundary;
 
-    // Flushing thread only.
-    private FlushSendMode _mode = FlushSendMode.AtOnce;
-    private int _deferredSinceSwitch;
-    private WorkItemBoundary? _lastInlineSendBoundary;
-    private long _lastInlineSendWorkItem;
-    private int _inputFlushesAtLastInlineSend;
+    /// <summary>Values of <see cref="_continuation"/>: no deferred continuation is queued, or this object is queued carrying one.</summary>
+    private const int NoneQueued = 0, Queued = 1;
 
-    // The deferred continuation: written before the work item is queued, read when it runs.
+    private SendModeState _sendMode; // flushing thread only
+
+    // The deferred continuation: written before the work item is queued (NoneQueued → Queued), read when it runs (→ NoneQueued).
     private Action<object?>? _action;
     private object? _state;
-    private int _queued;
-
-    public FlushSendMode Mode => _mode;
+    private int _continuation;
 
     public override void Schedule(Action<object?> action, object? state)
     {
@@ -70,69 +66,27 @@ internal sealed class FlushingThreadScheduler(RingThread ring, IoUringConnection
         {
             action(state);
         }
-        else if (SendsAtOnce() && !IsSecondSendOfThisWorkItem())
+        else if (_sendMode.TryAtOnce() && _sendMode.TryInlineSend(CurrentInlineSendMark()))
         {
             action(state);
         }
         else
         {
-            if (_mode == FlushSendMode.AtOnce)
-            {
-                _mode = FlushSendMode.Deferred;
-                _deferredSinceSwitch = 0;
-            }
+            _sendMode.OnDeferred();
             Defer(action, state);
         }
     }
 
-    /// <summary>
-    /// True when this flush, the first of its work item, may send inline. A connection that deferred
-    /// <see cref="DeferredSendsBeforeRetry"/> sends in a row goes back to <see cref="FlushSendMode.AtOnce"/> for one
-    /// work item: if that work item flushes again, the connection defers again; if not, it stays at once. Without the
-    /// retry, one work item with two flushes decided for the connection's whole life: a TLS connection's first request
-    /// can share its work item with the end of the handshake (the session tickets are a flush of their own), and under
-    /// TLS HTTP/1.1 load a growing share of single responses waited for the end of their work item (27% of flushes in
-    /// the second 5 s of a run), one more work item each, queued behind whatever the pool had queued before it.
-    /// </summary>
-    private bool SendsAtOnce()
-    {
-        if (_mode == FlushSendMode.AtOnce)
-        {
-            return true;
-        }
-        if (++_deferredSinceSwitch < DeferredSendsBeforeRetry)
-        {
-            return false;
-        }
-        _mode = FlushSendMode.AtOnce;
-        return true;
-    }
-
-    /// <summary>
-    /// Notes that this connection sends inline in the current work item; true if it already did, and has received
-    /// nothing since. Bytes that arrived after that send answer it (a client that waits for each response): their
-    /// response is the first of a new exchange, not a second one written in the same go, even when the work item
-    /// read them at once because they were already there when it looked.
-    /// </summary>
-    private bool IsSecondSendOfThisWorkItem()
+    /// <summary>Where an inline send now would be; opens the pool thread's work item number if none is open.</summary>
+    private InlineSendMark CurrentInlineSendMark()
     {
         WorkItemBoundary boundary = t_boundary ??= new WorkItemBoundary();
-        long workItem = boundary.Current();
-        int inputFlushes = connection.InputFlushes;
-        if (ReferenceEquals(boundary, _lastInlineSendBoundary) && workItem == _lastInlineSendWorkItem
-            && inputFlushes == _inputFlushesAtLastInlineSend)
-        {
-            return true;
-        }
-        _lastInlineSendBoundary = boundary;
-        _lastInlineSendWorkItem = workItem;
-        _inputFlushesAtLastInlineSend = inputFlushes;
-        return false;
+        return new InlineSendMark(boundary, boundary.Current(), connection.InputFlushes);
     }
 
     private void Defer(Action<object?> action, object? state)
     {
-        if (Interlocked.CompareExchange(ref _queued, 1, 0) == 0)
+        if (Interlocked.CompareExchange(ref _continuation, Queued, NoneQueued) == NoneQueued)
         {
             _action = action;
             _state = state;
@@ -150,7 +104,7 @@ internal sealed class FlushingThreadScheduler(RingThread ring, IoUringConnection
         object? state = _state;
         _action = null;
         _state = null;
-        Volatile.Write(ref _queued, 0);
+        Volatile.Write(ref _continuation, NoneQueued);
         action(state);
     }
 
@@ -173,8 +127,8 @@ internal sealed class FlushingThreadScheduler(RingThread ring, IoUringConnection
     /// <item>In any other work item, opening queues an item on the thread's local queue, which closes the number when
     /// the thread gets there: after the current work item, which is what the local queue is for here. Another worker
     /// may steal that item first and start a new number early: then the flushes after it look like a new work item's
-    /// and send at once. Measured in the tests' process after busy tests: up to 260 sends for 320 flushes in 5
-    /// bursts, where the dispatch's own numbering gives 6; which is why the dispatch does not rely on it.</item>
+    /// and send at once, so a burst of flushes may leave in many sends; which is why the dispatch numbers its own work
+    /// items instead of relying on it.</item>
     /// </list>
     /// Nothing waits for the boundary item: it only decides whether a later flush on its thread defers or sends at
     /// once. Run late (its thread blocked, or busy with later local items), flushes on that thread keep deferring,
@@ -214,14 +168,4 @@ internal sealed class FlushingThreadScheduler(RingThread ring, IoUringConnection
 
         public void Execute() => _open = false;
     }
-}
-
-/// <summary>When a connection's flush on a pool thread sends (see <see cref="FlushingThreadScheduler"/>).</summary>
-internal enum FlushSendMode
-{
-    /// <summary>At once, inline in the flush: one flush per work item (request, response, next request).</summary>
-    AtOnce,
-
-    /// <summary>From the pool's global queue, with every flush made before a worker takes it: several responses per work item.</summary>
-    Deferred,
 }

@@ -8,11 +8,11 @@ namespace Kestrel.Transport.IoUring.Transport;
 /// The listeners' accepts that one ring does. Each acceptor is one multishot accept, armed only while the descriptor
 /// budget has room for a whole backlog (a multishot accept takes everything in the backlog before a single
 /// completion is seen), else one accept per connection. Out of descriptors, accepting pauses for 100 ms (a timeout in
-/// the ring, no spinning). An operator can lower RLIMIT_NOFILE at any time without a connection arriving: once a
-/// second, while a multishot accept is armed, the limit is read again, and if the room is gone the multishot accept
-/// gives way to one accept at a time. Accepted descriptors go to the ring's connection hand-off. Ring-thread only.
+/// the ring, no spinning); a limit watch notices a lowered RLIMIT_NOFILE (RingAcceptors.LimitWatch.cs). Each
+/// acceptor's state is an <see cref="AcceptorState"/>. Accepted descriptors go to the ring's connection hand-off.
+/// Ring-thread only.
 /// </summary>
-internal sealed unsafe class RingAcceptors : IDisposable
+internal sealed unsafe partial class RingAcceptors : IDisposable
 {
     private readonly RingThread _owner;
     private readonly Ring _ring;
@@ -35,16 +35,26 @@ internal sealed unsafe class RingAcceptors : IDisposable
     /// <summary>Makes this ring accept for <paramref name="listener"/>; null when the listener is unbinding (nothing to accept for).</summary>
     public Acceptor? Add(IoUringConnectionListener listener)
     {
-        var acceptor = new Acceptor(listener, _acceptors.Count);
+        var acceptor = new Acceptor(listener, _acceptors.Count, _owner);
         if (!listener.AddAcceptor(_owner, acceptor))
         {
-            acceptor.Finished.TrySetResult();
+            acceptor.OnStopping();
+            acceptor.TryFinish();
             return null;
         }
         _acceptors.Add(acceptor);
         Arm(acceptor);
         return acceptor;
     }
+
+    /// <summary>How long accepting waits out a shortage of descriptors (100 ms; tests lengthen it to see who ends a pause).</summary>
+    internal TimeSpan PauseDuration
+    {
+        set => (_pauseTimespec->Seconds, _pauseTimespec->Nanoseconds) = ((long)value.TotalSeconds, value.Ticks % TimeSpan.TicksPerSecond * 100);
+    }
+
+    /// <summary>This ring's live acceptor for <paramref name="listener"/>, if any.</summary>
+    internal Acceptor? AcceptorOf(IoUringConnectionListener listener) => _acceptors.Find(a => a?.Listener == listener);
 
     /// <summary>Stops every acceptor (the ring is stopping).</summary>
     public void StopAll()
@@ -63,9 +73,9 @@ internal sealed unsafe class RingAcceptors : IDisposable
     {
         foreach (var acceptor in _acceptors)
         {
-            if (acceptor is not null && !acceptor.Stopped)
+            if (acceptor is not null && !acceptor.IsStopping)
             {
-                acceptor.Stopped = true;
+                acceptor.OnStopping(); // nothing is cancelled: the ring's end takes all it holds
                 acceptor.Listener.MoveAcceptor(_owner, acceptor);
             }
         }
@@ -88,26 +98,36 @@ internal sealed unsafe class RingAcceptors : IDisposable
         _watchTimespec = null;
     }
 
-    /// <summary>Cancels the acceptor's accept, pause and watch; it is finished when the kernel confirms.</summary>
+    /// <summary>Cancels all the acceptor holds in the kernel (accept, pause, watch) in any state; it is finished when the kernel confirms.</summary>
     public void Stop(Acceptor acceptor)
     {
-        if (acceptor.Stopped)
+        if (acceptor.IsStopping)
         {
             return;
         }
-        acceptor.Stopped = true;
-        if (acceptor.Armed)
+        AcceptorState was = acceptor.State;
+        acceptor.OnStopping();
+        if (was is AcceptorState.ArmedMultishot or AcceptorState.ArmedSingle)
         {
-            IoUringSqe* sqe = _ring.GetSqe();
-            SqePreparation.PrepareCancel(sqe, acceptor.UserData, UserData.Encode(OperationKind.Cancel, 0, acceptor.Index));
+            Cancel(acceptor.UserData, acceptor);
         }
-        else if (acceptor.Paused)
+        if (was is AcceptorState.CancellingForPause or AcceptorState.Paused)
         {
-            IoUringSqe* sqe = _ring.GetSqe();
-            SqePreparation.PrepareCancel(sqe, acceptor.PauseUserData, UserData.Encode(OperationKind.Cancel, 0, acceptor.Index));
+            Cancel(acceptor.PauseUserData, acceptor); // the accept's cancel, if any, is already on its way
         }
-        StopWatch(acceptor);
+        if (acceptor.Watching)
+        {
+            Cancel(acceptor.WatchUserData, acceptor);
+        }
         MaybeFinish(acceptor);
+    }
+
+    /// <summary>Cancels the acceptor's request <paramref name="target"/>; its own completion (ECANCELED) tells the outcome, so the cancel's success is not reported.</summary>
+    private void Cancel(ulong target, Acceptor acceptor)
+    {
+        IoUringSqe* sqe = _ring.GetSqe();
+        SqePreparation.PrepareCancel(sqe, target, acceptor.CancelUserData);
+        sqe->Flags |= SqeFlags.CqeSkipSuccess;
     }
 
     /// <summary>Arms the acceptor's accept: multishot while the budget has room for a whole backlog, else single.</summary>
@@ -122,17 +142,20 @@ internal sealed unsafe class RingAcceptors : IDisposable
         {
             _context.Descriptors.Refresh();
         }
-        acceptor.Multishot = HasRoomForMultishotAccept;
-        if (acceptor.Multishot)
+        bool multishot = HasRoomForMultishotAccept;
+        if (multishot)
         {
             SqePreparation.PrepareMultishotAccept(sqe, acceptor.Listener.ListenFd, acceptor.UserData);
-            Watch(acceptor);
         }
         else
         {
             SqePreparation.PrepareAccept(sqe, acceptor.Listener.ListenFd, acceptor.UserData);
         }
-        acceptor.Armed = true;
+        acceptor.OnArmed(multishot);
+        if (multishot && !acceptor.Watching)
+        {
+            Watch(acceptor);
+        }
     }
 
     /// <summary>An accept or timeout completion of one of this ring's acceptors.</summary>
@@ -144,39 +167,49 @@ internal sealed unsafe class RingAcceptors : IDisposable
         {
             if (UserData.KindOf(cqe.UserData) == OperationKind.Accept && cqe.Result >= 0)
             {
-                LinuxSyscalls.Close(cqe.Result);
+                AcceptedDescriptor.Refuse(cqe.Result); // its acceptor has finished: nobody will serve it
             }
             return;
         }
-
-        if (UserData.KindOf(cqe.UserData) == OperationKind.Timeout && UserData.GenerationOf(cqe.UserData) == Acceptor.WatchMarker)
+        if (UserData.KindOf(cqe.UserData) == OperationKind.Accept)
+        {
+            OnAcceptCompleted(acceptor, cqe);
+        }
+        else if (UserData.GenerationOf(cqe.UserData) == Acceptor.WatchMarker)
         {
             OnWatchExpired(acceptor);
-            return;
         }
-        if (UserData.KindOf(cqe.UserData) == OperationKind.Timeout)
+        else
         {
-            // The pause is over (or was cancelled by unbind): accept again unless still out of descriptors.
-            acceptor.Paused = false;
-            if (!acceptor.Stopped)
-            {
-                _context.Descriptors.Refresh();
-                if (_context.Descriptors.IsExhausted)
-                {
-                    Pause(acceptor, reason: null); // still exhausted: wait again, without logging again
-                }
-                else
-                {
-                    Arm(acceptor, budgetRefreshed: true);
-                }
-            }
-            MaybeFinish(acceptor);
-            return;
+            OnPauseEnded(acceptor);
         }
+        MaybeFinish(acceptor);
+    }
 
+    /// <summary>The pause is over (or was cancelled by a stop): accept again unless still out of descriptors.</summary>
+    private void OnPauseEnded(Acceptor acceptor)
+    {
+        acceptor.OnPauseEnded();
+        if (acceptor.State != AcceptorState.Idle)
+        {
+            return; // stopping, or the accept the pause cancelled has yet to end (its end arms again)
+        }
+        _context.Descriptors.Refresh();
+        if (_context.Descriptors.IsExhausted)
+        {
+            Pause(acceptor, reason: null); // still exhausted: wait again, without logging again
+        }
+        else
+        {
+            Arm(acceptor, budgetRefreshed: true);
+        }
+    }
+
+    private void OnAcceptCompleted(Acceptor acceptor, in IoUringCqe cqe)
+    {
         if (!cqe.HasMore)
         {
-            acceptor.Armed = false;
+            acceptor.OnAcceptEnded();
         }
 
         int res = cqe.Result;
@@ -190,14 +223,12 @@ internal sealed unsafe class RingAcceptors : IDisposable
             {
                 // Into the reserve the runtime and the application need (the limit was lowered, or a multishot
                 // accept took a whole backlog at once): give this one back at once, as a full listener would.
-                SocketOptions.SetLingerZero(res);
-                LinuxSyscalls.Close(res);
+                AcceptedDescriptor.Refuse(res);
                 Pause(acceptor, ExhaustedReason());
-                MaybeFinish(acceptor);
                 return;
             }
             _owner.OnAccepted(acceptor, res);
-            if (descriptors.IsExhausted && !acceptor.Stopped)
+            if (descriptors.IsExhausted)
             {
                 Pause(acceptor, ExhaustedReason());
                 return;
@@ -214,45 +245,41 @@ internal sealed unsafe class RingAcceptors : IDisposable
         }
         // ECANCELED (unbind), ECONNABORTED (a connection reset in the backlog) and the like: nothing to hand out.
 
-        if (!acceptor.Armed && !acceptor.Stopped && !acceptor.Paused)
+        if (acceptor.State == AcceptorState.Idle)
         {
             Arm(acceptor, budgetRefreshed);
         }
-        MaybeFinish(acceptor);
     }
 
     private string ExhaustedReason()
         => $"{_context.Descriptors.Open} connections are open and RLIMIT_NOFILE is {_context.Descriptors.Limit}: the rest is kept for the runtime and the application";
 
-    /// <summary>Cancels the acceptor's multishot accept and retries after 100 ms (a timeout in the ring, no spinning).</summary>
-    private void Pause(Acceptor acceptor, string? reason)
+    /// <summary>Cancels the acceptor's accept, if armed, and retries after 100 ms (a timeout in the ring, no spinning). Idle or armed only; else nothing to do.</summary>
+    internal void Pause(Acceptor acceptor, string? reason)
     {
-        if (acceptor.Paused || acceptor.Stopped)
+        if (acceptor.State is not (AcceptorState.Idle or AcceptorState.ArmedMultishot or AcceptorState.ArmedSingle))
         {
-            return;
+            return; // already pausing, or stopping
         }
         if (reason is not null)
         {
             _owner.Metrics.AcceptPauses.Add(1);
             _context.Log.AcceptPaused(acceptor.Listener.EndPoint, reason);
         }
-        if (acceptor.Armed)
+        if (acceptor.State != AcceptorState.Idle)
         {
-            IoUringSqe* cancel = _ring.GetSqe();
-            SqePreparation.PrepareCancel(cancel, acceptor.UserData, UserData.Encode(OperationKind.Cancel, 0, acceptor.Index));
-            cancel->Flags |= SqeFlags.CqeSkipSuccess;
+            Cancel(acceptor.UserData, acceptor);
         }
-        acceptor.Paused = true;
+        acceptor.OnPaused();
         IoUringSqe* sqe = _ring.GetSqe();
         SqePreparation.PrepareTimeout(sqe, _pauseTimespec, acceptor.PauseUserData);
     }
 
     private void MaybeFinish(Acceptor acceptor)
     {
-        if (acceptor.Stopped && !acceptor.InKernel)
+        if (acceptor.TryFinish())
         {
             _acceptors[acceptor.Index] = null;
-            acceptor.Finished.TrySetResult();
         }
     }
 
@@ -267,52 +294,5 @@ internal sealed unsafe class RingAcceptors : IDisposable
             }
         }
         return false;
-    }
-
-
-    /// <summary>The budget, as last refreshed, leaves room for a multishot accept taking a whole backlog at once.</summary>
-    private bool HasRoomForMultishotAccept => _context.Descriptors.Remaining > _context.Options.Backlog + 64;
-
-    private void Watch(Acceptor acceptor)
-    {
-        if (acceptor.Watching)
-        {
-            return;
-        }
-        IoUringSqe* sqe = _ring.GetSqe();
-        SqePreparation.PrepareTimeout(sqe, _watchTimespec, acceptor.WatchUserData);
-        acceptor.Watching = true;
-    }
-
-    private void StopWatch(Acceptor acceptor)
-    {
-        if (acceptor.Watching)
-        {
-            IoUringSqe* sqe = _ring.GetSqe();
-            SqePreparation.PrepareCancel(sqe, acceptor.WatchUserData, UserData.Encode(OperationKind.Cancel, 0, acceptor.Index));
-            sqe->Flags |= SqeFlags.CqeSkipSuccess;
-        }
-    }
-
-    private void OnWatchExpired(Acceptor acceptor)
-    {
-        acceptor.Watching = false;
-        if (acceptor.Stopped || !acceptor.Armed || !acceptor.Multishot)
-        {
-            MaybeFinish(acceptor); // nothing multishot to watch any more
-            return;
-        }
-        _context.Descriptors.Refresh(); // the operator may have lowered the limit with no connection arriving
-        if (HasRoomForMultishotAccept)
-        {
-            Watch(acceptor);
-            return;
-        }
-        // The room is gone: end the multishot accept; its last completion re-arms it one connection at a time.
-        _context.Log.AcceptingOneAtATime(acceptor.Listener.EndPoint, _context.Descriptors.Limit, _context.Descriptors.Open);
-        IoUringSqe* cancel = _ring.GetSqe();
-        SqePreparation.PrepareCancel(cancel, acceptor.UserData, UserData.Encode(OperationKind.Cancel, 0, acceptor.Index));
-        cancel->Flags |= SqeFlags.CqeSkipSuccess;
-        acceptor.Multishot = false;
     }
 }

@@ -53,9 +53,7 @@ internal sealed unsafe partial class RingThread
         if (_stopping || listener.IsUnbinding)
         {
             // Accepted after unbind: refuse it the way a closed listener would.
-            SocketOptions.SetLingerZero(fd);
-            LinuxSyscalls.Close(fd);
-            _context.Descriptors.OnClosed();
+            AcceptedDescriptor.Refuse(fd, countedIn: _context.Descriptors);
             return;
         }
 

@@ -217,8 +217,7 @@ internal sealed unsafe partial class RingThread
                 break;
             case OperationKind.Accept when cqe.Result >= 0:
                 // Accepted before the cancel landed: nobody will serve it.
-                SocketOptions.SetLingerZero(cqe.Result);
-                LinuxSyscalls.Close(cqe.Result);
+                AcceptedDescriptor.Refuse(cqe.Result);
                 break;
             case OperationKind.Close:
                 _closes.OnCompleted(cqe);

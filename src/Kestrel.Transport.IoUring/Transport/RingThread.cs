@@ -42,6 +42,9 @@ internal sealed unsafe partial class RingThread : PipeScheduler
     private ZeroCopySends _zeroCopy = null!;
     private ulong* _eventFdValue;
     private RingAcceptors? _accepting;
+
+    /// <summary>This ring's accepts (ring-thread only; for tests).</summary>
+    internal RingAcceptors Accepting => _accepting!;
     private CloseChains _closes = null!;
     private volatile bool _stopping;
 

@@ -20,12 +20,7 @@ internal sealed class ConnectionHandOff(RingThread target, IoUringConnectionList
     public int Fd { get; } = fd;
 
     /// <summary>Refused as a closed listener would: RST, and its place in the budget back.</summary>
-    public void Abandon()
-    {
-        SocketOptions.SetLingerZero(Fd);
-        Abi.LinuxSyscalls.Close(Fd);
-        descriptors.OnClosed();
-    }
+    public void Abandon() => AcceptedDescriptor.Refuse(Fd, countedIn: descriptors);
 }
 
 /// <summary>A listener asking a ring to accept for it.</summary>
