@@ -154,7 +154,7 @@ internal sealed partial class ConnectionSender : IValueTaskSource<int>
                 else
                 {
                     // A flushing thread: the kernel takes what fits in the socket buffer right now.
-                    sent = TrySendDirectly(buffer);
+                    sent = _ring.Ring.Faults is { } faults ? faults.DirectSend(buffer, TrySendDirectly) : TrySendDirectly(buffer);
                     if (sent == buffer.Length)
                     {
                         _output.AdvanceTo(buffer.End);
