@@ -40,6 +40,7 @@ internal static class ChaosRunner
         try
         {
             using var metrics = new TransportMetricsCollector(server.Services);
+            using var pool = new ChaosMemoryPool(server.Services);
             results.AddRange(await RunClientsAsync(server, at, plan, ioUring, log));
             foreach (var injector in injectors)
             {
@@ -49,6 +50,14 @@ internal static class ChaosRunner
             if (ioUring && await ActiveConnectionsAfterSettlingAsync(metrics) is long active and > 0)
             {
                 failures.Add($"{active} connections still open {SettleTimeout.TotalSeconds}s after every client ended");
+            }
+            if (pool.Measurements == 0)
+            {
+                failures.Add("the memory pools reported nothing: the pinned-block check cannot see them");
+            }
+            else if (await PinnedBlocksAfterSettlingAsync(pool) is { Length: > 0 } outstanding)
+            {
+                failures.Add($"pinned blocks still rented after every connection closed: {outstanding}");
             }
         }
         finally
@@ -142,6 +151,17 @@ internal static class ChaosRunner
     /// <summary>Generous, for a loaded 2-core machine: a base, plus time per MiB moved (slow readers and pauses included).</summary>
     private static TimeSpan DeadlineFor(ClientPlan p)
         => TimeSpan.FromSeconds(30 + 2.0 * p.Count * p.Size / (1 << 20)) + TimeSpan.FromMilliseconds(p.PauseMs * 4);
+
+    private static async Task<string> PinnedBlocksAfterSettlingAsync(ChaosMemoryPool pool)
+    {
+        var deadline = DateTime.UtcNow + SettleTimeout;
+        string outstanding;
+        while ((outstanding = pool.Outstanding()).Length > 0 && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(50); // a block goes back with no event of its own
+        }
+        return outstanding;
+    }
 
     private static async Task<long> ActiveConnectionsAfterSettlingAsync(TransportMetricsCollector metrics)
     {
