@@ -20,18 +20,13 @@ internal sealed record ChaosRunResult(ChaosPlan Plan, string Transport, IReadOnl
 /// </summary>
 internal static class ChaosRunner
 {
-    private static readonly TimeSpan SettleTimeout = TimeSpan.FromSeconds(15);
-    private static readonly TimeSpan ShutdownLimit = TimeSpan.FromSeconds(15); // the host's 10 s timeout, plus slack
-
     public static async Task<ChaosRunResult> RunAsync(ChaosPlan plan, string transport, Action<string> log)
     {
         var clock = Stopwatch.StartNew();
         var failures = new List<string>();
         var counts = new FaultCounts();
         var unobserved = new UnobservedExceptions();
-        int descriptorsBefore = FdCounter.CountSocketsAndRings();
-        var descriptorSnapshot = FdCounter.Snapshot();
-        long rssBefore = Environment.WorkingSet;
+        var baseline = ChaosInvariants.TakeBaseline();
 
         var (server, at) = await ChaosServer.StartAsync(transport, plan.Row);
         bool ioUring = transport == TransportUnderTest.IoUringRing;
@@ -47,63 +42,22 @@ internal static class ChaosRunner
                 injector.Quiesce();
             }
             failures.AddRange(results.Where(r => !r.Acceptable(plan.Faults)).Select(r => $"client {r.Plan}: {r.Outcome} after {r.Elapsed.TotalSeconds:F1}s ({r.Detail})"));
-            if (ioUring && await ActiveConnectionsAfterSettlingAsync(metrics) is long active and > 0)
-            {
-                failures.Add($"{active} connections still open {SettleTimeout.TotalSeconds}s after every client ended");
-            }
-            if (pool.Measurements == 0)
-            {
-                failures.Add("the memory pools reported nothing: the pinned-block check cannot see them");
-            }
-            else if (await PinnedBlocksAfterSettlingAsync(pool) is { Length: > 0 } outstanding)
-            {
-                failures.Add($"pinned blocks still rented after every connection closed: {outstanding}");
-            }
+            await ChaosInvariants.CheckSettledAsync(metrics, pool, ioUring, failures);
         }
         finally
         {
-            var stopping = Stopwatch.StartNew();
-            var stopped = server.StopAsync();
-            if (await Task.WhenAny(stopped, Task.Delay(ShutdownLimit)) != stopped)
-            {
-                failures.Add($"graceful shutdown still running after {ShutdownLimit.TotalSeconds}s");
-            }
-            else
-            {
-                log($"shutdown took {stopping.Elapsed.TotalSeconds:F1}s");
-            }
-            try
-            {
-                await server.DisposeAsync().AsTask().WaitAsync(ShutdownLimit);
-            }
-            catch (Exception e)
-            {
-                failures.Add($"dispose: {e.GetType().Name}: {e.Message}");
-            }
+            await ChaosInvariants.StopAsync(server, failures, log);
         }
 
-        int descriptorsAfter = await FdCounter.WaitForSocketsAndRingsAtMostAsync(descriptorsBefore, SettleTimeout);
-        if (descriptorsAfter > descriptorsBefore)
-        {
-            failures.Add($"sockets and rings: {descriptorsAfter} open after the server stopped, {descriptorsBefore} before it started (new: {NewSocketsAndRings(descriptorSnapshot)})");
-        }
+        await ChaosInvariants.CheckAfterStopAsync(baseline, failures);
         failures.AddRange(ChaosLogCheck.Violations(server.Logs, transport, plan.Faults.FailARing && ioUring));
         failures.AddRange(unobserved.Collect());
-        long rssGrowth = Environment.WorkingSet - rssBefore;
-        if (rssGrowth > 2L << 30)
-        {
-            failures.Add($"RSS grew by {rssGrowth >> 20} MiB during the seed");
-        }
         if (failures.Count > 0)
         {
             log("the transport's last log lines:\n" + ChaosLogCheck.Tail(server.Logs, 40));
         }
         return new ChaosRunResult(plan, transport, results, failures, counts.ToString(), clock.Elapsed);
     }
-
-    private static string NewSocketsAndRings(Dictionary<string, string> before)
-        => string.Join(", ", FdCounter.Snapshot().Where(kv => (kv.Value.StartsWith("socket:", StringComparison.Ordinal) || kv.Value.StartsWith("anon_inode:", StringComparison.Ordinal))
-            && (!before.TryGetValue(kv.Key, out var was) || was != kv.Value)).Select(kv => $"{kv.Key} -> {kv.Value}"));
 
     private static List<ChaosFaults> AttachFaults(IoUringTestServer server, ChaosPlan plan, FaultCounts counts)
     {
@@ -151,26 +105,4 @@ internal static class ChaosRunner
     /// <summary>Generous, for a loaded 2-core machine: a base, plus time per MiB moved (slow readers and pauses included).</summary>
     private static TimeSpan DeadlineFor(ClientPlan p)
         => TimeSpan.FromSeconds(30 + 2.0 * p.Count * p.Size / (1 << 20)) + TimeSpan.FromMilliseconds(p.PauseMs * 4);
-
-    private static async Task<string> PinnedBlocksAfterSettlingAsync(ChaosMemoryPool pool)
-    {
-        var deadline = DateTime.UtcNow + SettleTimeout;
-        string outstanding;
-        while ((outstanding = pool.Outstanding()).Length > 0 && DateTime.UtcNow < deadline)
-        {
-            await Task.Delay(50); // a block goes back with no event of its own
-        }
-        return outstanding;
-    }
-
-    private static async Task<long> ActiveConnectionsAfterSettlingAsync(TransportMetricsCollector metrics)
-    {
-        var deadline = DateTime.UtcNow + SettleTimeout;
-        long active;
-        while ((active = metrics.Observe("iouring.connection.active")) > 0 && DateTime.UtcNow < deadline)
-        {
-            await Task.Delay(50); // an observable gauge has no event to await
-        }
-        return active;
-    }
 }
