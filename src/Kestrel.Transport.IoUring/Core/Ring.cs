@@ -176,11 +176,8 @@ internal sealed unsafe class Ring : IDisposable
     /// </summary>
     public Exception? Failure { get; private set; }
 
-    /// <summary>
-    /// Test seam: when set and returning a negative errno, the next io_uring_enter is not made and that error is
-    /// returned instead, with nothing submitted (a kernel that refuses, or a broken ring).
-    /// </summary>
-    internal Func<int>? SimulatedEnterError { get; set; }
+    /// <summary>Test seam: faults injected into this ring's enters and reaped completions and its connections' direct sends; null in production.</summary>
+    internal IFaultInjector? Faults;
 
     /// <summary>SQEs prepared but not yet handed to the kernel.</summary>
     public uint PendingSubmissions => _sqeTail - Volatile.Read(ref *_sqHead);
@@ -244,10 +241,6 @@ internal sealed unsafe class Ring : IDisposable
     private int Enter(uint minComplete, EnterFlags flags, long timeoutNanoseconds)
     {
         EnsureOwner();
-        if (SimulatedEnterError?.Invoke() is int simulated and < 0)
-        {
-            return simulated;
-        }
         uint before = *_sqHead;
         uint toSubmit = _sqeTail - *_sqTail;
         if (toSubmit > 0)
@@ -303,7 +296,7 @@ internal sealed unsafe class Ring : IDisposable
         do
         {
             EnterCount++;
-            r = LinuxSyscalls.IoUringEnter(_enterFd, toSubmit, minComplete, flags | _enterFdFlag, arg, argSize);
+            r = Faults?.BeforeEnter(ref minComplete) is int injected and < 0 ? injected : LinuxSyscalls.IoUringEnter(_enterFd, toSubmit, minComplete, flags | _enterFdFlag, arg, argSize);
         }
         while (r == -Errno.EINTR);
 
@@ -336,7 +329,7 @@ internal sealed unsafe class Ring : IDisposable
             destination[i] = _cqes[(head + (uint)i) & _cqMask];
         }
         Volatile.Write(ref *_cqHead, head + (uint)count); // release: the kernel may reuse these slots
-        return count;
+        return Faults is null ? count : Faults.AfterReap(destination, count);
     }
 
     private Exception Fail(Exception failure)

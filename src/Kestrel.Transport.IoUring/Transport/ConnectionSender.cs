@@ -178,7 +178,7 @@ internal sealed partial class ConnectionSender : IValueTaskSource<int>
                 else
                 {
                     // A flushing thread: the kernel takes what fits in the socket buffer right now.
-                    sent = TrySendDirectly(buffer);
+                    sent = _ring.Ring.Faults is { } faults ? faults.DirectSend(buffer, TrySendDirectly) : TrySendDirectly(buffer);
                     if (sent == EndedByRingFailure)
                     {
                         return; // the ring failed meanwhile and this thread has ended the send direction

@@ -38,7 +38,7 @@ public sealed class LinkedCloseChainTests
             FillSubmissionQueue(r.Ring, leave: 1);
             RingAccess.FailNextEnters(r, Errno.EAGAIN); // the submit that would make room takes nothing
             r.CloseSocket(fd, fixedSlot: -1, sendFin: true); // SHUTDOWN → CLOSE: two SQEs, one slot free
-            r.Ring.SimulatedEnterError = null;
+            r.Ring.Faults = null;
             return (before, r.Ring.SplitChainSubmits, r.PendingCloseChainsDeferred);
         });
         Assert.Equal(1, deferred);

@@ -53,9 +53,18 @@ internal static class RingAccess
 
     /// <summary>Makes the ring's next <paramref name="count"/> io_uring_enter calls fail with -<paramref name="errno"/>, nothing submitted.</summary>
     public static void FailNextEnters(RingThread ring, int errno, int count = 1)
+        => ring.Ring.Faults = new FailingEnters(errno, count);
+
+    /// <summary>Fails the next few io_uring_enter calls with one errno; injects nothing else.</summary>
+    private sealed class FailingEnters(int errno, int count) : IFaultInjector
     {
-        int left = count;
-        ring.Ring.SimulatedEnterError = () => left-- > 0 ? -errno : 0;
+        private int _left = count;
+
+        public int BeforeEnter(ref uint minComplete) => _left-- > 0 ? -errno : 0;
+
+        public int AfterReap(Span<IoUringCqe> completions, int count) => count;
+
+        public int DirectSend(in System.Buffers.ReadOnlySequence<byte> buffer, DirectSendCall send) => send(buffer);
     }
 
     /// <summary>Makes <paramref name="ring"/> fail the way <paramref name="fault"/> says; returns once the fault is in place.</summary>
