@@ -54,7 +54,7 @@ GOAL_SCENARIOS="plaintext-c64 pipelined-c256 json-c64 download-1mib-c16 h2c-16x3
 APP_SCENARIOS="api-c64 api-c256 api-keepalive-c256 api-heavy-c256 h2c-256x100 tls-h2-256x100 churn-c64 upload-c16 static-c64 static-h2c-16x32 coldstart-api-c64"
 if [[ "$QUICK" == 1 ]]; then
   ROUNDS="${ROUNDS:-1}"; WARMUP="${WARMUP:-3}"; PROTOCOL_WARMUP="${PROTOCOL_WARMUP:-2}"; SCENARIO_WARMUP="${SCENARIO_WARMUP:-1}"; DURATION="${DURATION:-3}"
-  VARIANTS="${VARIANTS-default}"; SCENARIOS="${SCENARIOS:-$GOAL_SCENARIOS api-c256 tls-h2-256x100 upload-c16 static-c64 starvation}"
+  VARIANTS="${VARIANTS-default}"; SCENARIOS="${SCENARIOS:-$GOAL_SCENARIOS api-c256 upload-c16 static-c64 starvation}"
   STARVE_ROUNDS="${STARVE_ROUNDS:-1}"; STARVE_SECONDS="${STARVE_SECONDS:-5}"; STARVE_TIMEOUT="${STARVE_TIMEOUT:-20}"
   SYSCALLS="${SYSCALLS:-0}"
 fi
