@@ -105,7 +105,10 @@ internal static unsafe partial class LinuxSyscalls
 
     public static int Write(int fd, void* buffer, nuint count) => Result(WriteRaw(fd, buffer, count));
 
-    /// <summary>send(2)/sendmsg(2) flags for a send from a thread that must never block or take SIGPIPE.</summary>
+    /// <summary>
+    /// send(2)/sendmsg(2) flags (include/linux/socket.h), also the msg_flags of io_uring's sends: MSG_DONTWAIT never
+    /// blocks the sending thread; MSG_NOSIGNAL turns SIGPIPE into EPIPE.
+    /// </summary>
     public const int MsgDontWait = 0x40, MsgNoSignal = 0x4000;
 
     [LibraryImport(Libc, EntryPoint = "send", SetLastError = true)]

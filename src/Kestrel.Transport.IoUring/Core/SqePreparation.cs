@@ -10,8 +10,8 @@ namespace Kestrel.Transport.IoUring.Core;
 /// </summary>
 internal static unsafe class SqePreparation
 {
-    /// <summary>MSG_NOSIGNAL: a send to a closed peer returns EPIPE instead of raising SIGPIPE.</summary>
-    public const uint MsgNoSignal = 0x4000;
+    /// <summary>MSG_NOSIGNAL on every ring send: a send to a closed peer returns EPIPE instead of raising SIGPIPE.</summary>
+    private const uint SendFlags = LinuxSyscalls.MsgNoSignal;
 
     private const uint SockCloexec = 0x80000;
 
@@ -71,7 +71,7 @@ internal static unsafe class SqePreparation
         Common(sqe, IoUringOpcode.Send, fd, fixedFile, userData);
         sqe->Address = (ulong)buffer;
         sqe->Length = length;
-        sqe->OpFlags = MsgNoSignal;
+        sqe->OpFlags = SendFlags;
     }
 
     /// <summary>A vectored send: <paramref name="message"/> (and its iovecs) must stay valid until the completion.</summary>
@@ -80,7 +80,7 @@ internal static unsafe class SqePreparation
         Common(sqe, IoUringOpcode.SendMsg, fd, fixedFile, userData);
         sqe->Address = (ulong)message;
         sqe->Length = 1;
-        sqe->OpFlags = MsgNoSignal;
+        sqe->OpFlags = SendFlags;
     }
 
     /// <summary>
@@ -92,7 +92,7 @@ internal static unsafe class SqePreparation
         Common(sqe, IoUringOpcode.SendZc, fd, fixedFile, userData);
         sqe->Address = (ulong)buffer;
         sqe->Length = length;
-        sqe->OpFlags = MsgNoSignal;
+        sqe->OpFlags = SendFlags;
         sqe->IoPrio = reportUsage ? IoPrioFlags.SendZcReportUsage : (ushort)0;
         if (registeredBufferIndex is ushort index)
         {
@@ -107,7 +107,7 @@ internal static unsafe class SqePreparation
         Common(sqe, IoUringOpcode.SendMsgZc, fd, fixedFile, userData);
         sqe->Address = (ulong)message;
         sqe->Length = 1;
-        sqe->OpFlags = MsgNoSignal;
+        sqe->OpFlags = SendFlags;
         sqe->IoPrio = reportUsage ? IoPrioFlags.SendZcReportUsage : (ushort)0;
     }
 

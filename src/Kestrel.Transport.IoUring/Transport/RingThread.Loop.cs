@@ -132,10 +132,9 @@ internal sealed unsafe partial class RingThread
     /// when the last turn reaped completions and the application work it handed to the pool has not run yet. On a core
     /// the ring shares with that pool thread, the pool thread runs first either way; yielding keeps the ring thread
     /// runnable, so it resumes when the pool thread is done, without the sleep in io_uring_enter and the wake-up by the
-    /// kernel that each turn cost otherwise: 3–4% less CPU per plaintext and json request at c64 on one core, and
-    /// neutral where a turn reaps few completions (TLS, a fixed rate). Bounded: a turn that reaped nothing sleeps as
-    /// before, so an idle ring, or one whose handed work waits for a starved pool, never spins; and where nothing else
-    /// wants the core, sched_yield returns at once and the ring just looks again.
+    /// kernel that each turn would cost otherwise (see docs/design.md, "A yield instead of a sleep"). Bounded: a turn
+    /// that reaped nothing sleeps as before, so an idle ring, or one whose handed work waits for a starved pool, never
+    /// spins; and where nothing else wants the core, sched_yield returns at once and the ring just looks again.
     /// </summary>
     private bool YieldedToDispatchedWork()
     {

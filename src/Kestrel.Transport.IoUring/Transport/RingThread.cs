@@ -76,9 +76,8 @@ internal sealed unsafe partial class RingThread : PipeScheduler
     /// Whether a turn may end in a yield instead of a sleep (see YieldedToDispatchedWork): only where application work
     /// goes to the pool and responses leave from the thread that flushed them. With <see cref="SendPathMode.Ring"/>
     /// every response waits for the ring thread, and a thread that yielded queues behind the pool threads' work (the
-    /// scheduler puts it last), its responses with it: side by side on TLS HTTP/2 16 × 32, ring-only sends served
-    /// 0.79–0.84× the requests/s with the yield, at the same CPU per request, the server idling. Direct sends do not
-    /// wait for the ring and were unaffected.
+    /// scheduler puts it last), its responses with it. Direct sends do not wait for the ring (see docs/design.md,
+    /// "A yield instead of a sleep").
     /// </summary>
     private readonly bool _mayYieldToDispatchedWork;
 

@@ -221,7 +221,8 @@ public sealed unsafe class AbiLayoutTests
         Assert.Equal(2, IoUringValues.PbufRingIncremental);
         Assert.Equal(1, IoUringValues.ProbeOpSupported);
         Assert.Equal(0UL, IoUringValues.MsgRingData);
-        Assert.Equal(0x4000u, SqePreparation.MsgNoSignal);
+        Assert.Equal(0x4000, LinuxSyscalls.MsgNoSignal);
+        Assert.Equal(0x40, LinuxSyscalls.MsgDontWait);
     }
 
     [Fact]
