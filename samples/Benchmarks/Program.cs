@@ -20,7 +20,7 @@ using Microsoft.AspNetCore.Server.Kestrel.Core;
 var settings = BenchmarkSettings.Parse(args, out string[] rest);
 
 // No watcher on the configuration files: the content root is wherever the load scripts run, and a recursive watcher
-// there wakes up for every file they write (under `perf record`, 2-3% of the server's CPU went to it).
+// there wakes up for every file they write, and that CPU would be counted against whichever transport is measured.
 var builder = WebApplication.CreateBuilder([.. rest, "--hostBuilder:reloadConfigOnChange=false"]);
 
 // io_uring options come from configuration (Kestrel:IoUring, e.g. the environment variable Kestrel__IoUring__SqPoll=true).
