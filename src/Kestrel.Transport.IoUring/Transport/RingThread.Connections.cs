@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using Kestrel.Transport.IoUring.Abi;
 
 namespace Kestrel.Transport.IoUring.Transport;
@@ -7,10 +8,18 @@ namespace Kestrel.Transport.IoUring.Transport;
 internal sealed unsafe partial class RingThread
 {
     /// <summary>Forgets a closed connection's slot (with a new generation); its descriptor's place in the budget comes back when its close completes.</summary>
-    public void ReleaseConnection(IoUringConnection connection) => _slots.Release(connection.Slot);
+    public void ReleaseConnection(IoUringConnection connection)
+    {
+        Debug.Assert(IsOwnerThread, "the slots are the ring thread's");
+        _slots.Release(connection.Slot);
+    }
 
     /// <summary>Closes a connection's socket once the kernel holds none of its requests (see <see cref="CloseChains"/>).</summary>
-    public void CloseSocket(int fd, int fixedSlot, bool sendFin) => _closes.Close(fd, fixedSlot, sendFin);
+    public void CloseSocket(int fd, int fixedSlot, bool sendFin)
+    {
+        Debug.Assert(IsOwnerThread, "close chains are prepared in the ring thread's SQ");
+        _closes.Close(fd, fixedSlot, sendFin);
+    }
 
     /// <summary>The ring is stopping: its connections are being ended (ring thread).</summary>
     public bool IsStopping => _stopping;
@@ -24,6 +33,7 @@ internal sealed unsafe partial class RingThread
     /// </summary>
     internal void OnAccepted(Acceptor acceptor, int fd)
     {
+        Debug.Assert(IsOwnerThread, "accept completions are reaped on the ring thread");
         _context.Descriptors.OnOpened();
         RingThread target = acceptor.Listener.NextRing(this);
         if (target == this)

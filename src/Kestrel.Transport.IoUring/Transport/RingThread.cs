@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Collections.Concurrent;
+using System.Diagnostics;
 using System.IO.Pipelines;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
@@ -16,10 +17,25 @@ namespace Kestrel.Transport.IoUring.Transport;
 /// is only written when the loop is about to sleep or sleeps. The thread is therefore the <see cref="PipeScheduler"/>
 /// of the transport side of every pipe it serves.
 /// <para>
-/// Its parts: the loop (RingThread.Loop.cs), its connections (RingThread.Connections.cs), what a failure costs
-/// (RingThread.Failure.cs); and the types the loop calls: <see cref="RingAcceptors"/>, <see cref="CloseChains"/>,
-/// <see cref="RingReceives"/>, <see cref="ZeroCopySends"/>.
+/// Its parts: the loop (RingThread.Loop.cs), waking it (RingThread.Wakeup.cs), its connections
+/// (RingThread.Connections.cs), what a failure costs (RingThread.Failure.cs); and the types the loop calls:
+/// <see cref="RingAcceptors"/>, <see cref="CloseChains"/>, <see cref="RingReceives"/>, <see cref="ZeroCopySends"/>.
 /// </para>
+/// <para>Threads:</para>
+/// <list type="table">
+/// <listheader><term>who</term><description>may call or touch</description></listheader>
+/// <item><term>any thread</term><description><see cref="Post"/>, <see cref="Schedule"/> (from another thread),
+/// <see cref="PostOrAbandon"/>, <see cref="TakeHandOff"/>, <see cref="SwitchTo"/>, <see cref="StartAsync"/>,
+/// <see cref="StopAsync"/>, <see cref="State"/>, <see cref="IsOwnerThread"/>, <see cref="IsSleeping"/>, the pipe
+/// options and the memory pool. Shared fields: the remote work queue (a concurrent queue), <c>_sleeping</c> and
+/// <c>_eventFdUsers</c> (interlocked), <c>_state</c> (interlocked), <c>_stopping</c> (volatile).</description></item>
+/// <item><term>a flushing thread</term><description>a connection's direct send (<see cref="ConnectionSender"/>): it
+/// reads <see cref="ApplicationDispatch"/> and the options, never the SQ or CQ.</description></item>
+/// <item><term>the ring thread only</term><description>the SQ and CQ (<see cref="Ring"/>), the buffer ring, the
+/// registered-file table, the connection slots, the close chains, the acceptors, the local work queue;
+/// <see cref="ReleaseConnection"/>, <see cref="CloseSocket"/>, <see cref="OnAccepted"/>,
+/// <see cref="OnZeroCopyNotification"/> (each asserts it in Debug builds).</description></item>
+/// </list>
 /// </summary>
 internal sealed unsafe partial class RingThread : PipeScheduler
 {
@@ -306,7 +322,11 @@ internal sealed unsafe partial class RingThread : PipeScheduler
     // ---- zero copy ------------------------------------------------------------------------------------------------
 
     /// <summary>A zero-copy send's notification (see <see cref="ZeroCopySends"/>).</summary>
-    public void OnZeroCopyNotification(bool copied) => _zeroCopy.OnNotification(copied);
+    public void OnZeroCopyNotification(bool copied)
+    {
+        Debug.Assert(IsOwnerThread, "zero-copy notifications are reaped on the ring thread");
+        _zeroCopy.OnNotification(copied);
+    }
 
     /// <summary>An arena SEND_ZC's completion: its result goes to the connection (which waits for every result).</summary>
     private void OnArenaSendCompleted(in IoUringCqe cqe)
