@@ -74,6 +74,7 @@ internal sealed partial class ConnectionSender : IValueTaskSource<int>
     private readonly int _fixedSlot;   // the registered-file slot ring sends use, or -1
     private readonly ulong _sendUserData;
     private readonly ulong _cancelUserData;
+    private readonly bool _pipeZeroCopyAllowed; // see ZeroCopyPolicy.AllowsPipeMemory
 
     // ---- the loop's: only the thread running the loop (a flushing thread or the ring thread) ----
     private MemoryHandle _singlePin;
@@ -94,7 +95,7 @@ internal sealed partial class ConnectionSender : IValueTaskSource<int>
     private volatile bool _stopRequested;
 
     public ConnectionSender(IoUringConnection connection, RingThread ring, PipeReader output, int fd, int fixedSlot,
-        ulong sendUserData, ulong cancelUserData)
+        ulong sendUserData, ulong cancelUserData, bool pipeZeroCopyAllowed)
     {
         _connection = connection;
         _ring = ring;
@@ -104,6 +105,7 @@ internal sealed partial class ConnectionSender : IValueTaskSource<int>
         _fixedSlot = fixedSlot;
         _sendUserData = sendUserData;
         _cancelUserData = cancelUserData;
+        _pipeZeroCopyAllowed = pipeZeroCopyAllowed;
         _ringSend.RunContinuationsAsynchronously = false; // a ring send's completion resumes the loop inline on the ring thread
     }
 
@@ -267,10 +269,11 @@ internal sealed partial class ConnectionSender : IValueTaskSource<int>
         _output.CancelPendingRead();
     }
 
+    /// <summary>A send of this size goes zero-copy: from the registered arena if the ring has one, else from pipe memory where allowed.</summary>
     private bool IsZeroCopySize(long length)
     {
         int threshold = _context.Options.ZeroCopySendThreshold;
-        return threshold > 0 && length >= threshold && _ring.ZeroCopyEnabled;
+        return threshold > 0 && length >= threshold && _ring.ZeroCopyEnabled && (_pipeZeroCopyAllowed || _ring.SendArena is not null);
     }
 
     // ================================================================================================================
@@ -298,6 +301,7 @@ internal sealed partial class ConnectionSender : IValueTaskSource<int>
             return new ValueTask<int>(this, _ringSend.Version);
         }
 
+        zeroCopy &= _pipeZeroCopyAllowed; // no arena chunk: pipe memory goes zero-copy only where allowed
         IoUringSqe* sqe = _ring.Ring.GetSqe();
         if (buffer.IsSingleSegment)
         {

@@ -74,7 +74,8 @@ internal sealed partial class IoUringConnection : ConnectionContext,
         _receiver = new ConnectionReceiver(this, ring, input.Writer, fixedSlot >= 0 ? fixedSlot : fd, fixedSlot >= 0,
             UserData.Encode(OperationKind.Receive, generation, slot), _cancelUserData);
         _sender = new ConnectionSender(this, ring, output.Reader, fd, fixedSlot,
-            UserData.Encode(OperationKind.Send, generation, slot), _cancelUserData);
+            UserData.Encode(OperationKind.Send, generation, slot), _cancelUserData,
+            ZeroCopyPolicy.AllowsPipeMemory(_context.Options, localEndPoint, remoteEndPoint));
         Transport = _originalTransport = new DuplexPipe(applicationInput, output.Writer);
         ConnectionClosed = _connectionClosedSource.Token;
     }

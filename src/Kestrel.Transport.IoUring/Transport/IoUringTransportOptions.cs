@@ -167,10 +167,17 @@ public sealed class IoUringTransportOptions
 
     /// <summary>
     /// Sends of at least this many bytes use IORING_OP_SEND_ZC (zero-copy); 0 turns zero-copy off. Where the kernel
-    /// reports that it copied anyway (loopback, some NICs), each ring switches zero-copy off by itself. Default 0 (off):
+    /// reports that it copied anyway (loopback, some NICs), each ring switches zero-copy off by itself; to a peer on
+    /// this host, response memory never goes zero-copy (only the registered send buffers do). Default 0 (off):
     /// it pays only for large responses on real NICs.
     /// </summary>
     public int ZeroCopySendThreshold { get; set; }
+
+    /// <summary>
+    /// Tests only: pipe memory goes zero-copy to peers on this host too, which the transport otherwise never does (see
+    /// <c>ZeroCopyPolicy</c>). Default false.
+    /// </summary>
+    internal bool ZeroCopyToLocalPeers { get; set; }
 
     /// <summary>Where application code runs. Default <see cref="ApplicationSchedulingMode.ThreadPool"/>.</summary>
     public ApplicationSchedulingMode ApplicationScheduling { get; set; } = ApplicationSchedulingMode.ThreadPool;

@@ -110,7 +110,7 @@ public sealed class AdvancedModeTests(ITestOutputHelper output)
     [Fact]
     public async Task ZeroCopySendsFromPipeMemoryServeIntact()
     {
-        await using var server = await StartAsync(o => o.ZeroCopySendThreshold = 4096);
+        await using var server = await StartAsync(o => { o.ZeroCopySendThreshold = 4096; o.ZeroCopyToLocalPeers = true; });
         using var metrics = new TransportMetricsCollector(server.Services);
         Assert.Contains("send_zc from 4096 B", StartLine(server));
         await AssertBytesIntactAsync(server);

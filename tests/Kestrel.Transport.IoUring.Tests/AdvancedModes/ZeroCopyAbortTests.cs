@@ -92,6 +92,7 @@ public sealed class ZeroCopyAbortTests
             o.RingCount = 1;
             // Every send zero-copy: the send that gets stuck is one, whatever is left of a chunk after partial sends.
             o.ZeroCopySendThreshold = 1;
+            o.ZeroCopyToLocalPeers = true; // pipe memory too, though the client is on this host
             o.RegisteredSendBufferSize = registeredSendBuffers ? 8 * 1024 * 1024 : 0; // more than net.ipv4.tcp_wmem's 4 MiB
         });
 
